@@ -1,0 +1,78 @@
+//! Protobuf messages to domain values and back. Every field from the network is checked here, and a
+//! bad one becomes `INVALID_ARGUMENT` naming the field; nothing is unwrapped.
+
+use crate::domain::DomainError;
+use crate::error::Error;
+use crate::node::{ClusterView, Consistency, NodeView, ReadMeta};
+use crate::pb::v1 as pb;
+
+pub fn consistency(value: i32) -> Result<Consistency, Error> {
+    match pb::ReadConsistency::try_from(value) {
+        Ok(pb::ReadConsistency::Unspecified | pb::ReadConsistency::Linearizable) => Ok(Consistency::Linearizable),
+        Ok(pb::ReadConsistency::Lease) => Ok(Consistency::Lease),
+        Ok(pb::ReadConsistency::Local) => Ok(Consistency::Local),
+        Ok(pb::ReadConsistency::Eventual) => Err(Error::Unsupported(
+            "consistency READ_CONSISTENCY_EVENTUAL: the CRDT replica is not served by this build".into(),
+        )),
+        Err(_) => Err(DomainError::invalid("consistency", format!("unknown ReadConsistency value {value}")).into()),
+    }
+}
+
+/// Checks the write mode; only STRONG writes exist in this build.
+pub fn strong_mode(value: i32) -> Result<(), Error> {
+    match pb::WriteMode::try_from(value) {
+        Ok(pb::WriteMode::Unspecified | pb::WriteMode::Strong) => Ok(()),
+        Ok(pb::WriteMode::Eventual) => Err(Error::Unsupported(
+            "mode WRITE_MODE_EVENTUAL: the CRDT replica is not served by this build".into(),
+        )),
+        Err(_) => Err(DomainError::invalid("mode", format!("unknown WriteMode value {value}")).into()),
+    }
+}
+
+fn consistency_to_pb(c: Consistency) -> pb::ReadConsistency {
+    match c {
+        Consistency::Linearizable => pb::ReadConsistency::Linearizable,
+        Consistency::Lease => pb::ReadConsistency::Lease,
+        Consistency::Local => pb::ReadConsistency::Local,
+    }
+}
+
+impl From<ReadMeta> for pb::ReadMeta {
+    fn from(m: ReadMeta) -> Self {
+        pb::ReadMeta {
+            served_by: m.served_by,
+            leader_id: m.leader_id.unwrap_or(0),
+            term: m.term,
+            applied_index: m.applied_index,
+            consistency: consistency_to_pb(m.consistency) as i32,
+            staleness_ms: m.staleness_ms,
+        }
+    }
+}
+
+impl From<NodeView> for pb::NodeStatus {
+    fn from(n: NodeView) -> Self {
+        pb::NodeStatus {
+            id: n.id,
+            client_addr: n.client_addr,
+            peer_addr: n.peer_addr,
+            role: n.role,
+            term: n.term,
+            last_log_index: n.last_log_index,
+            applied_index: n.applied_index,
+            matched_index: n.matched_index,
+            leader_id: n.leader_id.unwrap_or(0),
+        }
+    }
+}
+
+impl From<ClusterView> for pb::StatusReply {
+    fn from(v: ClusterView) -> Self {
+        pb::StatusReply {
+            leader_id: v.leader_id.unwrap_or(0),
+            term: v.term,
+            served_by: v.served_by,
+            nodes: v.nodes.into_iter().map(Into::into).collect(),
+        }
+    }
+}

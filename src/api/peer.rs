@@ -1,0 +1,91 @@
+//! `raftlot.peer.v1.RaftPeer`, the peer port: Raft RPCs handed to openraft, forwarded client
+//! requests executed here, and this node's metrics for `Cluster/Status`.
+//!
+//! Every message is decoded with an error, never unwrapped: a garbage or hostile peer gets
+//! `INVALID_ARGUMENT` and changes nothing.
+
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::{Request, Response, Status};
+
+use crate::node::Node;
+use crate::pb::peer::raft_peer_server::RaftPeer;
+use crate::pb::peer::{Blob, NodeInfoReply, NodeInfoRequest};
+use crate::raft::network::{from_blob, to_blob, SECRET_METADATA};
+use crate::raft::{Snapshot, SnapshotMeta, Vote};
+
+pub struct PeerService {
+    pub node: Arc<Node>,
+}
+
+fn decode<T: DeserializeOwned>(request: Request<Blob>) -> Result<T, Status> {
+    from_blob(request.get_ref()).map_err(|e| Status::invalid_argument(format!("undecodable peer message: {e}")))
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Response<Blob>, Status> {
+    to_blob(value).map(Response::new).map_err(|e| Status::internal(format!("cannot encode reply: {e}")))
+}
+
+fn stopped(e: impl std::fmt::Display) -> Status {
+    Status::unavailable(format!("raft is not running: {e}"))
+}
+
+/// Builds the interceptor that demands the cluster secret on every peer call.
+pub fn require_secret(secret: Option<String>) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
+    move |request: Request<()>| {
+        let Some(expected) = &secret else { return Ok(request) };
+        let given = request.metadata().get(SECRET_METADATA).and_then(|v| v.to_str().ok());
+        if given == Some(expected.as_str()) {
+            Ok(request)
+        } else {
+            Err(Status::unauthenticated("peer RPCs need the cluster secret"))
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl RaftPeer for PeerService {
+    async fn append_entries(&self, request: Request<Blob>) -> Result<Response<Blob>, Status> {
+        let reply = self.node.raft.append_entries(decode(request)?).await.map_err(stopped)?;
+        if !matches!(reply, openraft::raft::AppendEntriesResponse::HigherVote(_)) {
+            self.node.touch_leader_contact();
+        }
+        encode(&reply)
+    }
+
+    async fn vote(&self, request: Request<Blob>) -> Result<Response<Blob>, Status> {
+        encode(&self.node.raft.vote(decode(request)?).await.map_err(stopped)?)
+    }
+
+    async fn pre_vote(&self, request: Request<Blob>) -> Result<Response<Blob>, Status> {
+        encode(&self.node.raft.pre_vote(decode(request)?).await.map_err(stopped)?)
+    }
+
+    async fn transfer_leader(&self, request: Request<Blob>) -> Result<Response<Blob>, Status> {
+        encode(&self.node.raft.handle_transfer_leader(decode(request)?).await.map_err(stopped)?)
+    }
+
+    async fn full_snapshot(&self, request: Request<Blob>) -> Result<Response<Blob>, Status> {
+        let (vote, meta, data): (Vote, SnapshotMeta, Vec<u8>) = decode(request)?;
+        let snapshot = Snapshot { meta, snapshot: data };
+        encode(&self.node.raft.install_full_snapshot(vote, snapshot).await.map_err(stopped)?)
+    }
+
+    async fn forward(&self, request: Request<Blob>) -> Result<Response<Blob>, Status> {
+        encode(&self.node.execute_forwarded(request.get_ref()).await)
+    }
+
+    async fn node_info(&self, _request: Request<NodeInfoRequest>) -> Result<Response<NodeInfoReply>, Status> {
+        let v = self.node.view();
+        Ok(Response::new(NodeInfoReply {
+            id: v.id,
+            role: v.role,
+            term: v.term,
+            last_log_index: v.last_log_index,
+            applied_index: v.applied_index,
+            leader_id: v.leader_id.unwrap_or(0),
+        }))
+    }
+}

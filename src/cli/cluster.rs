@@ -1,0 +1,174 @@
+//! `raftlot cluster`: starts `--nodes` separate `raftlot serve` processes on this machine, waits for
+//! a leader, prints how to reach and restart each node, and stops them all on Ctrl-C.
+//!
+//! Each node is a real OS process with its own sled directory, so `kill -9 <pid>` is a real crash.
+//! A node that dies is reported, not restarted: the point is to watch failover and then restart it
+//! by hand with its printed command.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tokio::process::{Child, Command};
+
+use super::status::{fetch_status, format_status};
+use crate::config::{format_peers, ClusterArgs, Member};
+
+struct Spawned {
+    id: u64,
+    child: Child,
+    command_line: String,
+    client_addr: SocketAddr,
+}
+
+fn shell_quote(s: &str) -> String {
+    if s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=,@".contains(c)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+pub async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
+    if args.nodes == 0 || args.nodes > 99 {
+        bail!("invalid --nodes: {} (1 to 99)", args.nodes);
+    }
+    let mut members = BTreeMap::new();
+    for id in 1..=args.nodes {
+        let offset = u16::try_from(id - 1)?;
+        let port = |base: u16| {
+            base.checked_add(offset).with_context(|| format!("port {base} + {offset} is out of range"))
+        };
+        let client_addr = format!("{}:{}", args.host, port(args.client_port)?).parse()?;
+        let peer_addr = format!("{}:{}", args.host, port(args.peer_port)?).parse()?;
+        members.insert(id, Member { client_addr, peer_addr });
+    }
+    let peers = format_peers(&members);
+    let exe = std::env::current_exe().context("cannot find the raftlot executable")?;
+    let mut nodes = Vec::new();
+    for (id, member) in &members {
+        let data_dir = args.data_dir.join(format!("node-{id}"));
+        std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+        let log_path = data_dir.join("node.log");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+        let argv = vec![
+            "serve".to_string(),
+            "--id".to_string(),
+            id.to_string(),
+            "--peers".to_string(),
+            peers.clone(),
+            "--data-dir".to_string(),
+            data_dir.display().to_string(),
+        ];
+        let mut command = Command::new(&exe);
+        command.args(&argv).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).kill_on_drop(true);
+        if let Some(secret) = &args.cluster_secret {
+            command.env("RAFTLOT_CLUSTER_SECRET", secret);
+        }
+        let child = command.spawn().with_context(|| format!("cannot start node {id}"))?;
+        let mut command_line = shell_quote(&exe.display().to_string());
+        for a in &argv {
+            command_line.push(' ');
+            command_line.push_str(&shell_quote(a));
+        }
+        nodes.push(Spawned { id: *id, child, command_line, client_addr: member.client_addr });
+    }
+
+    let status = wait_for_leader(&mut nodes, Duration::from_secs(30)).await?;
+    println!("raftlot: {} nodes up, leader is node {} (term {})\n", nodes.len(), status.leader_id, status.term);
+    print!("{}", format_status(&status));
+    println!();
+    for n in &nodes {
+        let pid = n.child.id().map_or("?".to_string(), |p| p.to_string());
+        println!("node {} pid {pid}, log {}", n.id, args.data_dir.join(format!("node-{}/node.log", n.id)).display());
+        println!("  restart: {}", n.command_line);
+    }
+    println!("\n{}", cheat_sheet(&nodes[0].client_addr, &nodes[nodes.len() - 1].client_addr));
+    println!("Ctrl-C stops every node.");
+
+    supervise(&mut nodes).await;
+    stop_all(&mut nodes).await;
+    Ok(())
+}
+
+/// Polls every node's `Cluster/Status` until one reports a leader, failing fast if a node exits.
+async fn wait_for_leader(nodes: &mut [Spawned], limit: Duration) -> anyhow::Result<crate::pb::v1::StatusReply> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        for n in nodes.iter_mut() {
+            if let Some(exit) = n.child.try_wait()? {
+                bail!("node {} exited during start-up ({exit}); see its node.log", n.id);
+            }
+            let endpoint = format!("http://{}", n.client_addr);
+            if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(500), fetch_status(&endpoint)).await {
+                if s.leader_id != 0 {
+                    return Ok(s);
+                }
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("no leader elected within {limit:?}; see the nodes' node.log files");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits for Ctrl-C or SIGTERM, reporting nodes that die meanwhile.
+async fn supervise(nodes: &mut [Spawned]) {
+    let shutdown = crate::node::shutdown_signal();
+    tokio::pin!(shutdown);
+    let mut reported = vec![false; nodes.len()];
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+        for (i, n) in nodes.iter_mut().enumerate() {
+            if reported[i] {
+                continue;
+            }
+            if let Ok(Some(exit)) = n.child.try_wait() {
+                reported[i] = true;
+                println!("node {} exited ({exit}); restart it with:\n  {}", n.id, n.command_line);
+            }
+        }
+    }
+}
+
+/// SIGTERM to every node (each flushes and stops its servers), then SIGKILL after a grace period.
+async fn stop_all(nodes: &mut [Spawned]) {
+    for n in nodes.iter() {
+        if let Some(pid) = n.child.id() {
+            // SAFETY: kill(2) with a pid we spawned and still own; no memory is involved.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGTERM);
+            }
+        }
+    }
+    for n in nodes.iter_mut() {
+        match tokio::time::timeout(Duration::from_secs(10), n.child.wait()).await {
+            Ok(_) => println!("node {} stopped", n.id),
+            Err(_) => {
+                let _ = n.child.kill().await;
+                println!("node {} did not stop within 10s and was killed", n.id);
+            }
+        }
+    }
+}
+
+pub fn cheat_sheet(first: &SocketAddr, last: &SocketAddr) -> String {
+    format!(
+        r#"grpcurl cheat-sheet:
+  grpcurl -plaintext {first} list
+  grpcurl -plaintext -d '{{"name":"mycount","delta":"2"}}' {last} raftlot.v1.Counters/Add
+  grpcurl -plaintext -d '{{"name":"mycount"}}' {first} raftlot.v1.Counters/Get
+  grpcurl -plaintext -d '{{"name":"mycount","consistency":"READ_CONSISTENCY_LOCAL"}}' {last} raftlot.v1.Counters/Get
+  grpcurl -plaintext {first} raftlot.v1.Counters/List
+  grpcurl -plaintext {first} raftlot.v1.Cluster/Status
+  grpcurl -plaintext {first} grpc.health.v1.Health/Check
+"#
+    )
+}
+

@@ -1,0 +1,222 @@
+//! Every flag and environment variable, parsed by clap and validated once into a [`Config`].
+//!
+//! Nothing downstream re-parses addresses or checks membership: a `Config` that exists is usable.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "raftlot", version, about = "Parking lots and PN counters replicated through Raft")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one node.
+    Serve(ServeArgs),
+    /// Start a local cluster of `--nodes` processes and print how to reach them.
+    Cluster(ClusterArgs),
+    /// Print the cluster's status as a table.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// This node's id; must appear in --peers.
+    #[arg(long, env = "RAFTLOT_ID")]
+    pub id: u64,
+    /// Every node as ID=CLIENT_ADDR/PEER_ADDR, comma separated,
+    /// e.g. 1=127.0.0.1:50051/127.0.0.1:50061,2=127.0.0.1:50052/127.0.0.1:50062
+    #[arg(long, env = "RAFTLOT_PEERS")]
+    pub peers: String,
+    /// Client gRPC listen address [default: this node's client address in --peers].
+    #[arg(long, env = "RAFTLOT_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Peer gRPC listen address [default: this node's peer address in --peers].
+    #[arg(long, env = "RAFTLOT_PEER_LISTEN")]
+    pub peer_listen: Option<SocketAddr>,
+    /// Where sled keeps the vote, the log, the state machine and snapshots.
+    #[arg(long, env = "RAFTLOT_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Shared secret that peer RPCs must carry (like the Erlang cookie).
+    #[arg(long, env = "RAFTLOT_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+    /// Raft heartbeat interval in milliseconds; elections time out after 3-6 heartbeats.
+    #[arg(long, env = "RAFTLOT_HEARTBEAT_MS", default_value_t = 50)]
+    pub heartbeat_ms: u64,
+    /// Take a snapshot (and compact the log) after this many applied entries.
+    #[arg(long, env = "RAFTLOT_SNAPSHOT_LOGS", default_value_t = 10_000)]
+    pub snapshot_logs: u64,
+    /// sled page cache size in MiB (sled's own default, 1 GiB, is far too much for a node).
+    #[arg(long, env = "RAFTLOT_CACHE_MB", default_value_t = 64)]
+    pub cache_mb: u64,
+    /// How long a client request may wait for a leader or a quorum before UNAVAILABLE.
+    #[arg(long, env = "RAFTLOT_REQUEST_TIMEOUT_MS", default_value_t = 2_000)]
+    pub request_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ClusterArgs {
+    /// How many nodes to start.
+    #[arg(long, env = "RAFTLOT_NODES", default_value_t = 3)]
+    pub nodes: u64,
+    /// Node N keeps its data under DATA_DIR/node-N.
+    #[arg(long, env = "RAFTLOT_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Host every node listens on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Node N's client gRPC port is CLIENT_PORT + N - 1.
+    #[arg(long, default_value_t = 50051)]
+    pub client_port: u16,
+    /// Node N's peer gRPC port is PEER_PORT + N - 1.
+    #[arg(long, default_value_t = 50061)]
+    pub peer_port: u16,
+    /// Shared secret for peer RPCs, passed to every node through its environment.
+    #[arg(long, env = "RAFTLOT_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Any node's client endpoint.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    pub endpoint: String,
+}
+
+/// One member of the cluster as every node knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub client_addr: SocketAddr,
+    pub peer_addr: SocketAddr,
+}
+
+/// A validated node configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub id: u64,
+    pub members: BTreeMap<u64, Member>,
+    pub listen: SocketAddr,
+    pub peer_listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub cluster_secret: Option<String>,
+    pub heartbeat: Duration,
+    pub snapshot_logs: u64,
+    pub cache_bytes: u64,
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {flag}: {reason}")]
+pub struct ConfigError {
+    pub flag: &'static str,
+    pub reason: String,
+}
+
+fn bad(flag: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError { flag, reason: reason.into() }
+}
+
+/// Parses `ID=CLIENT_ADDR/PEER_ADDR[,...]`.
+pub fn parse_peers(spec: &str) -> Result<BTreeMap<u64, Member>, ConfigError> {
+    let mut members = BTreeMap::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addrs) = part
+            .split_once('=')
+            .ok_or_else(|| bad("--peers", format!("{part:?} is not ID=CLIENT_ADDR/PEER_ADDR")))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| bad("--peers", format!("{id:?} is not a node id")))?;
+        if id == 0 {
+            return Err(bad("--peers", "node ids start at 1 (0 means \"no leader\" on the wire)"));
+        }
+        let (client, peer) = addrs
+            .split_once('/')
+            .ok_or_else(|| bad("--peers", format!("{addrs:?} is not CLIENT_ADDR/PEER_ADDR")))?;
+        let parse = |a: &str| {
+            a.trim()
+                .parse::<SocketAddr>()
+                .map_err(|e| bad("--peers", format!("{a:?} is not an ip:port address: {e}")))
+        };
+        let member = Member { client_addr: parse(client)?, peer_addr: parse(peer)? };
+        if members.insert(id, member).is_some() {
+            return Err(bad("--peers", format!("node {id} is listed twice")));
+        }
+    }
+    if members.is_empty() {
+        return Err(bad("--peers", "lists no node"));
+    }
+    Ok(members)
+}
+
+/// Formats members back into the `--peers` syntax.
+pub fn format_peers(members: &BTreeMap<u64, Member>) -> String {
+    members
+        .iter()
+        .map(|(id, m)| format!("{id}={}/{}", m.client_addr, m.peer_addr))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+impl TryFrom<ServeArgs> for Config {
+    type Error = ConfigError;
+
+    fn try_from(args: ServeArgs) -> Result<Self, ConfigError> {
+        let members = parse_peers(&args.peers)?;
+        let me = members
+            .get(&args.id)
+            .ok_or_else(|| bad("--id", format!("node {} is not in --peers", args.id)))?;
+        if args.heartbeat_ms == 0 {
+            return Err(bad("--heartbeat-ms", "must be at least 1"));
+        }
+        if args.snapshot_logs == 0 {
+            return Err(bad("--snapshot-logs", "must be at least 1"));
+        }
+        if args.cache_mb == 0 {
+            return Err(bad("--cache-mb", "must be at least 1"));
+        }
+        if args.request_timeout_ms == 0 {
+            return Err(bad("--request-timeout-ms", "must be at least 1"));
+        }
+        if args.cluster_secret.as_deref() == Some("") {
+            return Err(bad("--cluster-secret", "must not be empty when given"));
+        }
+        Ok(Config {
+            id: args.id,
+            listen: args.listen.unwrap_or(me.client_addr),
+            peer_listen: args.peer_listen.unwrap_or(me.peer_addr),
+            members,
+            data_dir: args.data_dir,
+            cluster_secret: args.cluster_secret,
+            heartbeat: Duration::from_millis(args.heartbeat_ms),
+            snapshot_logs: args.snapshot_logs,
+            cache_bytes: args.cache_mb * 1024 * 1024,
+            request_timeout: Duration::from_millis(args.request_timeout_ms),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_round_trip_and_reject_nonsense() {
+        let spec = "1=127.0.0.1:50051/127.0.0.1:50061,2=127.0.0.1:50052/127.0.0.1:50062";
+        let members = parse_peers(spec).unwrap();
+        assert_eq!(members.len(), 2);
+        assert_eq!(format_peers(&members), spec);
+        for bad in ["", "1=x/y", "0=127.0.0.1:1/127.0.0.1:2", "1=127.0.0.1:1", "a=127.0.0.1:1/127.0.0.1:2"] {
+            assert!(parse_peers(bad).is_err(), "{bad:?} should be refused");
+        }
+        let twice = "1=127.0.0.1:1/127.0.0.1:2,1=127.0.0.1:3/127.0.0.1:4";
+        assert!(parse_peers(twice).unwrap_err().to_string().contains("twice"));
+    }
+}

@@ -1,0 +1,17 @@
+//! Pure, deterministic replicated state: what a command does to counters, and what a read sees.
+//!
+//! Nothing here does IO or knows about Raft, sled or gRPC. The Raft state machine feeds committed
+//! [`Proposal`]s to [`State::apply`] in log order on every node; because a proposal carries the
+//! leader's clock (`at_ms`) and apply reads no other input, every node reaches the same state.
+
+mod command;
+mod dedup;
+mod error;
+mod names;
+mod state;
+
+pub use command::{Applied, Command, Proposal, Query, QueryReply, Reply};
+pub use dedup::{DedupEntry, DEDUP_MAX_ENTRIES, DEDUP_RETENTION_MS};
+pub use error::DomainError;
+pub use names::{CounterName, RequestId};
+pub use state::{Key, Record, State};

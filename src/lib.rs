@@ -1,0 +1,32 @@
+//! raftlot: parking lots and PN counters replicated through an openraft log persisted in sled.
+//!
+//! # Layout
+//! - `config`: every flag and environment variable, validated once.
+//! - `error`: the node's error enum and its one conversion to `tonic::Status`.
+//! - `domain`: pure, deterministic state (counters, commands, replies). No IO.
+//! - `raft`: openraft glue: type config, sled log store and state machine, peer transport client.
+//! - `api`: gRPC services on the client and peer ports.
+//! - `node`: wires storage, Raft and servers; routes each request to where it must run.
+//! - `cli`: the `cluster` and `status` commands.
+//!
+//! # How a write flows
+//! Any node's `Counters/Add` validates the request (`api`), then `Node::write` finds the leader. A
+//! follower forwards the request over the peer port; the leader stamps its clock on a `Proposal` and
+//! calls `Raft::client_write`. openraft appends it to the sled log on a quorum (each node flushes
+//! before acknowledging), commits it, and every node's state machine applies it through
+//! `domain::State::apply`. The leader replies with the applied outcome.
+//!
+//! # How a read flows
+//! `LINEARIZABLE` and `LEASE` reads travel to the leader like writes; the leader confirms its
+//! leadership (a quorum round trip for ReadIndex, its lease for LEASE), waits until its state machine
+//! has applied up to the read index, then reads. `LOCAL` reads the asked node's applied state with no
+//! network at all.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod node;
+pub mod pb;
+pub mod raft;

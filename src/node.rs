@@ -1,0 +1,504 @@
+//! One raftlot node: opens storage, starts Raft, serves the client and peer ports, and owns
+//! shutdown. It also decides where each request runs: the leader executes writes and strong reads,
+//! every other node forwards them there, so clients may call any node.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use openraft::async_runtime::WatchReceiver;
+use openraft::ReadPolicy;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::domain::{Applied, Command, Proposal, Query, QueryReply, RequestId};
+use crate::error::{Error, LeaderHint, Result};
+use crate::raft::log_store::LogStore;
+use crate::raft::network::{from_blob, to_blob, CallError, NetworkFactory, PeerClients};
+use crate::raft::state_machine::StateMachine;
+use crate::raft::{NodeId, PeerNode, Raft};
+
+/// How fresh a read must be. See the README's consistency table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Consistency {
+    Linearizable,
+    Lease,
+    Local,
+}
+
+/// Where and how a read was served.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadMeta {
+    pub served_by: NodeId,
+    pub leader_id: Option<NodeId>,
+    pub term: u64,
+    pub applied_index: u64,
+    pub consistency: Consistency,
+    pub staleness_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadResult {
+    pub reply: QueryReply,
+    pub meta: ReadMeta,
+}
+
+/// A client request in the form a follower hands it to the leader.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Forwarded {
+    Write { command: Command, request_id: Option<RequestId> },
+    Read { query: Query, consistency: Consistency },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ForwardedReply {
+    Write(Applied),
+    Read(ReadResult),
+}
+
+/// The forward envelope: the follower's remaining deadline travels with the request, so the
+/// leader never works on a request its client has given up on.
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    request: Forwarded,
+    timeout_ms: u64,
+}
+
+/// One node's view of itself, as `Cluster/Status` and the peer `NodeInfo` RPC report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeView {
+    pub id: NodeId,
+    pub client_addr: String,
+    pub peer_addr: String,
+    pub role: String,
+    pub term: u64,
+    pub last_log_index: u64,
+    pub applied_index: u64,
+    pub matched_index: Option<u64>,
+    pub leader_id: Option<NodeId>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClusterView {
+    pub served_by: NodeId,
+    pub leader_id: Option<NodeId>,
+    pub term: u64,
+    pub nodes: Vec<NodeView>,
+}
+
+pub struct Node {
+    pub id: NodeId,
+    pub raft: Raft,
+    sm: StateMachine,
+    peers: PeerClients,
+    request_timeout: Duration,
+    started: Instant,
+    /// Milliseconds after `started` at which a leader last reached this node (an append or a
+    /// heartbeat accepted). An atomic because the peer service updates it on every append.
+    leader_contact_ms: AtomicU64,
+}
+
+/// Why one attempt to route a request did not produce an answer that can be returned.
+enum Attempt {
+    Done(Result<ForwardedReply>),
+    /// The request was certainly not executed: safe to try again once the leader is known.
+    Retry(Error),
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Node {
+    fn leader_hint(&self, leader: Option<NodeId>) -> Option<LeaderHint> {
+        let id = leader?;
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let node = metrics.membership_config.membership().get_node(&id)?.clone();
+        Some(LeaderHint { id, client_addr: node.client_addr })
+    }
+
+    fn not_leader(&self, leader: Option<NodeId>) -> Error {
+        let hint = self.leader_hint(leader);
+        let reason = match &hint {
+            Some(h) => format!("node {} is not the leader; node {} at {} is", self.id, h.id, h.client_addr),
+            None => format!("node {} is not the leader and knows no leader", self.id),
+        };
+        Error::NotLeader { reason, leader: hint }
+    }
+
+    /// Records that a leader reached this node; see `leader_contact_ms`.
+    pub fn touch_leader_contact(&self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.leader_contact_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// Proposes a command through Raft (forwarding to the leader when needed) and returns its
+    /// outcome once a quorum committed and this leader applied it.
+    pub async fn write(&self, command: Command, request_id: Option<RequestId>) -> Result<Applied> {
+        match self.route(Forwarded::Write { command, request_id }).await? {
+            ForwardedReply::Write(applied) => Ok(applied),
+            ForwardedReply::Read(_) => Err(Error::internal("the leader answered a write with a read")),
+        }
+    }
+
+    /// Reads at the asked consistency. LOCAL is served here; stronger levels by the leader.
+    pub async fn read(&self, query: Query, consistency: Consistency) -> Result<ReadResult> {
+        if consistency == Consistency::Local {
+            return Ok(self.read_local(&query, consistency));
+        }
+        match self.route(Forwarded::Read { query, consistency }).await? {
+            ForwardedReply::Read(result) => Ok(result),
+            ForwardedReply::Write(_) => Err(Error::internal("the leader answered a read with a write")),
+        }
+    }
+
+    fn read_local(&self, query: &Query, consistency: Consistency) -> ReadResult {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let applied = self.sm.read();
+        let reply = applied.state.query(query);
+        let applied_index = applied.last_applied.as_ref().map_or(0, |id| id.index);
+        drop(applied);
+        let staleness_ms = if metrics.current_leader == Some(self.id) {
+            0
+        } else {
+            let now = self.started.elapsed().as_millis() as u64;
+            now.saturating_sub(self.leader_contact_ms.load(Ordering::Relaxed))
+        };
+        ReadResult {
+            reply,
+            meta: ReadMeta {
+                served_by: self.id,
+                leader_id: metrics.current_leader,
+                term: metrics.current_term,
+                applied_index,
+                consistency,
+                staleness_ms,
+            },
+        }
+    }
+
+    /// Runs a request on the leader, following leadership changes until the deadline.
+    async fn route(&self, request: Forwarded) -> Result<ForwardedReply> {
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        let mut metrics = self.raft.metrics();
+        loop {
+            let leader = metrics.borrow_watched().current_leader;
+            let attempt = match leader {
+                Some(id) if id == self.id => self.execute_attempt(request.clone(), deadline).await,
+                Some(id) => self.forward(id, request.clone(), deadline).await,
+                None => Attempt::Retry(Error::unavailable("no leader is elected", None)),
+            };
+            let last = match attempt {
+                Attempt::Done(result) => return result,
+                Attempt::Retry(e) => e,
+            };
+            // Wait for a leadership change, but poll too: a dead leader stays in the metrics
+            // until the election timeout passes.
+            let pause = tokio::time::Instant::now() + Duration::from_millis(25);
+            let wake = pause.min(deadline);
+            let _ = tokio::time::timeout_at(wake, metrics.changed()).await;
+            if tokio::time::Instant::now() >= deadline {
+                return Err(match last {
+                    Error::Unavailable { reason, leader } | Error::NotLeader { reason, leader } => {
+                        Error::unavailable(format!("{reason} (gave up after {:?})", self.request_timeout), leader)
+                    }
+                    other => other,
+                });
+            }
+        }
+    }
+
+    async fn forward(&self, leader: NodeId, request: Forwarded, deadline: tokio::time::Instant) -> Attempt {
+        let Some(hint) = self.peer_of(leader) else {
+            return Attempt::Retry(self.not_leader(Some(leader)));
+        };
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let envelope = Envelope { request, timeout_ms: remaining.as_millis() as u64 };
+        let blob = match to_blob(&envelope) {
+            Ok(b) => b,
+            Err(e) => return Attempt::Done(Err(Error::internal(e))),
+        };
+        let req = self.peers.request(blob, remaining);
+        match self.peers.call(&hint.peer_addr, remaining, |mut c| async move { c.forward(req).await }).await {
+            Ok(reply) => match from_blob::<Result<ForwardedReply>>(&reply) {
+                // The leader lost leadership before executing: nothing happened, try the new one.
+                Ok(Err(e @ Error::NotLeader { .. })) => Attempt::Retry(e),
+                Ok(result) => Attempt::Done(result),
+                Err(e) => Attempt::Done(Err(Error::internal(format!("bad forward reply: {e}")))),
+            },
+            Err(e @ CallError::Unreachable { .. }) => {
+                Attempt::Retry(Error::unavailable(format!("leader {leader} unreachable: {e}"), None))
+            }
+            Err(e @ CallError::Failed { .. }) => Attempt::Done(Err(Error::unavailable(
+                format!("forwarding to leader {leader} failed; the request may or may not have been applied: {e}"),
+                self.leader_hint(Some(leader)),
+            ))),
+        }
+    }
+
+    fn peer_of(&self, id: NodeId) -> Option<PeerNode> {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        metrics.membership_config.membership().get_node(&id).cloned()
+    }
+
+    /// Executes a forwarded request here, never forwarding it again (so no request can loop).
+    pub async fn execute_forwarded(&self, blob: &crate::pb::peer::Blob) -> Result<ForwardedReply> {
+        let envelope: Envelope = from_blob(blob)
+            .map_err(|e| Error::Domain(crate::domain::DomainError::invalid("forward", e.to_string())))?;
+        let timeout = Duration::from_millis(envelope.timeout_ms).min(self.request_timeout);
+        let deadline = tokio::time::Instant::now() + timeout;
+        match self.execute_attempt(envelope.request, deadline).await {
+            Attempt::Done(result) => result,
+            Attempt::Retry(e) => Err(e),
+        }
+    }
+
+    async fn execute_attempt(&self, request: Forwarded, deadline: tokio::time::Instant) -> Attempt {
+        match request {
+            Forwarded::Write { command, request_id } => {
+                let proposal = Proposal { command, request_id, at_ms: now_ms() };
+                match tokio::time::timeout_at(deadline, self.raft.client_write(proposal)).await {
+                    Ok(Ok(response)) => Attempt::Done(Ok(ForwardedReply::Write(response.data))),
+                    Ok(Err(e)) => match e.forward_to_leader() {
+                        Some(f) => Attempt::Retry(self.not_leader(f.leader_id)),
+                        None => Attempt::Done(Err(Error::unavailable(format!("raft stopped: {e}"), None))),
+                    },
+                    Err(_) => Attempt::Done(Err(Error::unavailable(
+                        "the write was proposed but no quorum committed it before the deadline; \
+                         it is not acknowledged and may or may not apply",
+                        None,
+                    ))),
+                }
+            }
+            Forwarded::Read { query, consistency } => {
+                let policy = match consistency {
+                    Consistency::Lease => ReadPolicy::LeaseRead,
+                    _ => ReadPolicy::ReadIndex,
+                };
+                match tokio::time::timeout_at(deadline, self.raft.ensure_linearizable(policy)).await {
+                    Ok(Ok(_)) => Attempt::Done(Ok(ForwardedReply::Read(self.read_local(&query, consistency)))),
+                    Ok(Err(e)) => match e.forward_to_leader() {
+                        Some(f) => Attempt::Retry(self.not_leader(f.leader_id)),
+                        None => Attempt::Done(Err(Error::unavailable(
+                            format!("leadership could not be confirmed: {e}"),
+                            None,
+                        ))),
+                    },
+                    Err(_) => Attempt::Done(Err(Error::unavailable(
+                        "leadership could not be confirmed by a quorum before the deadline",
+                        None,
+                    ))),
+                }
+            }
+        }
+    }
+
+    /// This node's own view, for `NodeInfo` and `Cluster/Status`.
+    pub fn view(&self) -> NodeView {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let me = metrics.membership_config.membership().get_node(&self.id).cloned().unwrap_or_default();
+        NodeView {
+            id: self.id,
+            client_addr: me.client_addr,
+            peer_addr: me.peer_addr,
+            role: format!("{:?}", metrics.state).to_lowercase(),
+            term: metrics.current_term,
+            last_log_index: metrics.last_log_index.unwrap_or(0),
+            applied_index: metrics.last_applied.as_ref().map_or(0, |id| id.index),
+            matched_index: None,
+            leader_id: metrics.current_leader,
+        }
+    }
+
+    /// The cluster as this node sees it, completed by asking every other member for its view.
+    pub async fn cluster_view(&self) -> ClusterView {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let members: Vec<(NodeId, PeerNode)> =
+            metrics.membership_config.membership().nodes().map(|(id, n)| (*id, n.clone())).collect();
+        let lookups = members.into_iter().map(|(id, node)| async move {
+            if id == self.id {
+                return self.view();
+            }
+            let req = self.peers.request(crate::pb::peer::NodeInfoRequest {}, Duration::from_millis(300));
+            let info = self
+                .peers
+                .call(&node.peer_addr, Duration::from_millis(300), |mut c| async move { c.node_info(req).await })
+                .await;
+            match info {
+                Ok(i) => NodeView {
+                    id,
+                    client_addr: node.client_addr,
+                    peer_addr: node.peer_addr,
+                    role: i.role,
+                    term: i.term,
+                    last_log_index: i.last_log_index,
+                    applied_index: i.applied_index,
+                    matched_index: None,
+                    leader_id: (i.leader_id != 0).then_some(i.leader_id),
+                },
+                Err(_) => NodeView {
+                    id,
+                    client_addr: node.client_addr,
+                    peer_addr: node.peer_addr,
+                    role: "unreachable".to_string(),
+                    term: 0,
+                    last_log_index: 0,
+                    applied_index: 0,
+                    matched_index: None,
+                    leader_id: None,
+                },
+            }
+        });
+        let mut nodes = futures::future::join_all(lookups).await;
+        if let Some(replication) = &metrics.replication {
+            for node in &mut nodes {
+                if let Some(matched) = replication.get(&node.id) {
+                    node.matched_index = Some(matched.as_ref().map_or(0, |id| id.index));
+                }
+            }
+        }
+        ClusterView { served_by: self.id, leader_id: metrics.current_leader, term: metrics.current_term, nodes }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// Binds the configured addresses and runs the node until `shutdown` resolves.
+pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    let client = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen for clients on {}", config.listen))?;
+    let peer = TcpListener::bind(config.peer_listen)
+        .await
+        .with_context(|| format!("cannot listen for peers on {}", config.peer_listen))?;
+    run(config, client, peer, shutdown).await
+}
+
+fn openraft_config(config: &Config) -> anyhow::Result<openraft::Config> {
+    let hb = config.heartbeat.as_millis() as u64;
+    let raft_config = openraft::Config {
+        cluster_name: "raftlot".to_string(),
+        heartbeat_interval: hb,
+        election_timeout_min: hb * 3,
+        election_timeout_max: hb * 6,
+        // Pre-vote keeps a partitioned node that rejoins from deposing a healthy leader.
+        enable_pre_vote: Some(true),
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_logs),
+        // Keep some log after a snapshot so a briefly lagging follower catches up by entries, not by
+        // a whole snapshot.
+        max_in_snapshot_log_to_keep: config.snapshot_logs.min(1_000),
+        // A whole snapshot travels in one message; openraft's 200 ms default suits only tiny ones.
+        install_snapshot_timeout: 10_000,
+        ..Default::default()
+    };
+    Ok(raft_config.validate()?)
+}
+
+/// Runs a node on already-bound listeners until `shutdown` resolves; tests bind port 0.
+pub async fn run(
+    config: Config,
+    client_listener: TcpListener,
+    peer_listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let db = sled::Config::new()
+        .path(config.data_dir.join("sled"))
+        .cache_capacity(config.cache_bytes)
+        .open()
+        .with_context(|| format!("cannot open sled under {}", config.data_dir.display()))?;
+    let log_store = LogStore::open(&db)?;
+    let sm = StateMachine::open(&db)?;
+    let peers = PeerClients::new(config.cluster_secret.clone());
+    let raft = Raft::new(
+        config.id,
+        std::sync::Arc::new(openraft_config(&config)?),
+        NetworkFactory { clients: peers.clone() },
+        log_store,
+        sm.clone(),
+    )
+    .await
+    .context("cannot start raft")?;
+
+    let lowest = config.members.keys().next().copied();
+    if lowest == Some(config.id) && !raft.is_initialized().await? {
+        let members: BTreeMap<NodeId, PeerNode> = config
+            .members
+            .iter()
+            .map(|(id, m)| {
+                (*id, PeerNode { client_addr: m.client_addr.to_string(), peer_addr: m.peer_addr.to_string() })
+            })
+            .collect();
+        tracing::info!(?members, "initialising a new cluster");
+        raft.initialize(members).await.context("cannot initialise the cluster")?;
+    }
+
+    let node = Arc::new(Node {
+        id: config.id,
+        raft: raft.clone(),
+        sm,
+        peers,
+        request_timeout: config.request_timeout,
+        started: Instant::now(),
+        leader_contact_ms: AtomicU64::new(0),
+    });
+
+    let stop = CancellationToken::new();
+    let client_addr: SocketAddr = client_listener.local_addr()?;
+    let peer_addr: SocketAddr = peer_listener.local_addr()?;
+    let client_task = tokio::spawn(crate::api::serve_client(node.clone(), client_listener, stop.clone()));
+    let peer_task = tokio::spawn(crate::api::serve_peer(
+        node.clone(),
+        config.cluster_secret.clone(),
+        peer_listener,
+        stop.clone(),
+    ));
+    tracing::info!(id = config.id, %client_addr, %peer_addr, data_dir = %config.data_dir.display(), "node started");
+
+    let mut client_task = client_task;
+    let mut peer_task = peer_task;
+    let early = tokio::select! {
+        _ = shutdown => None,
+        r = &mut client_task => Some(("client", r)),
+        r = &mut peer_task => Some(("peer", r)),
+    };
+    stop.cancel();
+    if let Err(e) = raft.shutdown().await {
+        tracing::warn!("raft shutdown: {e}");
+    }
+    db.flush_async().await.context("final flush")?;
+    tracing::info!(id = config.id, "node stopped");
+    match early {
+        None => Ok(()),
+        Some((which, Ok(Ok(())))) => anyhow::bail!("{which} server stopped unexpectedly"),
+        Some((which, Ok(Err(e)))) => Err(e.context(format!("{which} server failed"))),
+        Some((which, Err(e))) => anyhow::bail!("{which} server panicked: {e}"),
+    }
+}

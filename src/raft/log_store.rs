@@ -1,0 +1,187 @@
+//! The Raft log and vote in sled.
+//!
+//! Layout: tree `log` maps a big-endian u64 index (so sled's byte order is log order) to a bincode
+//! entry; tree `raft_meta` holds typed metadata keys. Invariant: every entry and vote that openraft
+//! is told is stored has been flushed first, because a node that forgets a vote can vote twice in a
+//! term, and a node that forgets an acknowledged entry can undo a commit.
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+
+use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
+use openraft::{OptionalSend, RaftLogReader};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::{Entry, LogId, TypeConfig, Vote};
+
+/// Typed keys of the `raft_meta` tree.
+#[derive(Clone, Copy)]
+enum MetaKey {
+    Vote,
+    LastPurged,
+    Committed,
+}
+
+impl MetaKey {
+    fn as_bytes(self) -> &'static [u8] {
+        match self {
+            MetaKey::Vote => b"vote",
+            MetaKey::LastPurged => b"last_purged",
+            MetaKey::Committed => b"committed",
+        }
+    }
+}
+
+pub(crate) fn io_err(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
+    bincode::serialize(value).map_err(io_err)
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
+    bincode::deserialize(bytes).map_err(io_err)
+}
+
+/// Cheap to clone: sled trees are reference-counted handles, so the reader openraft asks for is the
+/// same store.
+#[derive(Clone)]
+pub struct LogStore {
+    db: sled::Db,
+    log: sled::Tree,
+    meta: sled::Tree,
+}
+
+impl LogStore {
+    pub fn open(db: &sled::Db) -> io::Result<Self> {
+        Ok(LogStore {
+            db: db.clone(),
+            log: db.open_tree("log").map_err(io_err)?,
+            meta: db.open_tree("raft_meta").map_err(io_err)?,
+        })
+    }
+
+    fn get_meta<T: DeserializeOwned>(&self, key: MetaKey) -> io::Result<Option<T>> {
+        match self.meta.get(key.as_bytes()).map_err(io_err)? {
+            Some(bytes) => Ok(Some(decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn put_meta<T: Serialize>(&self, key: MetaKey, value: &T) -> io::Result<()> {
+        self.meta.insert(key.as_bytes(), encode(value)?).map_err(io_err)?;
+        Ok(())
+    }
+
+    async fn flush(&self) -> io::Result<()> {
+        self.db.flush_async().await.map_err(io_err)?;
+        Ok(())
+    }
+}
+
+fn index_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> io::Result<Vec<Entry>> {
+        let start = match range.start_bound() {
+            Bound::Included(i) => Bound::Included(index_key(*i)),
+            Bound::Excluded(i) => Bound::Excluded(index_key(*i)),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(i) => Bound::Included(index_key(*i)),
+            Bound::Excluded(i) => Bound::Excluded(index_key(*i)),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        self.log
+            .range::<[u8; 8], _>((start, end))
+            .map(|kv| decode(&kv.map_err(io_err)?.1))
+            .collect()
+    }
+
+    async fn read_vote(&mut self) -> io::Result<Option<Vote>> {
+        self.get_meta(MetaKey::Vote)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> io::Result<LogState<TypeConfig>> {
+        let last_purged_log_id: Option<LogId> = self.get_meta(MetaKey::LastPurged)?;
+        let last_log_id = match self.log.last().map_err(io_err)? {
+            Some((_, bytes)) => Some(decode::<Entry>(&bytes)?.log_id),
+            None => last_purged_log_id.clone(),
+        };
+        Ok(LogState { last_purged_log_id, last_log_id })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> io::Result<()> {
+        self.put_meta(MetaKey::Vote, vote)?;
+        // Protects the vote: granting it and then forgetting it in a crash could elect two leaders in
+        // one term.
+        self.flush().await
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> io::Result<()> {
+        // Not flushed: the committed id only lets a restarted node apply sooner; losing it is safe.
+        self.put_meta(MetaKey::Committed, &committed)
+    }
+
+    async fn read_committed(&mut self) -> io::Result<Option<LogId>> {
+        Ok(self.get_meta::<Option<LogId>>(MetaKey::Committed)?.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> io::Result<()>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = sled::Batch::default();
+        for entry in entries {
+            batch.insert(&index_key(entry.log_id.index), encode(&entry)?);
+        }
+        self.log.apply_batch(batch).map_err(io_err)?;
+        // Protects the appended entries: the leader counts this node towards a quorum as soon as the
+        // callback fires, so they must survive a crash from then on.
+        let flushed = self.flush().await;
+        let result = flushed.as_ref().map(|_| ()).map_err(|e| io::Error::new(e.kind(), e.to_string()));
+        callback.io_completed(result);
+        flushed
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> io::Result<()> {
+        let from = last_log_id.map_or(0, |id| id.index + 1);
+        let mut batch = sled::Batch::default();
+        for key in self.log.range(index_key(from)..).keys() {
+            batch.remove(key.map_err(io_err)?);
+        }
+        self.log.apply_batch(batch).map_err(io_err)?;
+        // Protects the truncation: conflicting entries must not come back after a crash and be
+        // mistaken for the new leader's.
+        self.flush().await
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> io::Result<()> {
+        // The purge point is recorded first, so a crash midway leaves entries that are merely
+        // redundant, never a gap that the state claims to cover.
+        self.put_meta(MetaKey::LastPurged, &log_id)?;
+        let mut batch = sled::Batch::default();
+        for key in self.log.range(..=index_key(log_id.index)).keys() {
+            batch.remove(key.map_err(io_err)?);
+        }
+        self.log.apply_batch(batch).map_err(io_err)
+    }
+}

@@ -1,0 +1,46 @@
+//! openraft glue: the type configuration, the sled log store and state machine, and the peer
+//! transport. This module and `api` are the only places that name openraft, sled or tonic, so a
+//! version move stays here.
+
+pub mod log_store;
+pub mod network;
+pub mod state_machine;
+
+use std::fmt;
+
+use openraft::alias;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Applied, Proposal};
+
+/// What every node knows about a member: where clients and peers reach it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerNode {
+    pub client_addr: String,
+    pub peer_addr: String,
+}
+
+impl fmt::Display for PeerNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.client_addr, self.peer_addr)
+    }
+}
+
+openraft::declare_raft_types!(
+    /// raftlot's Raft types: log entries carry domain proposals, applying one answers `Applied`.
+    pub TypeConfig:
+        D = Proposal,
+        R = Applied,
+        NodeId = u64,
+        Node = PeerNode,
+);
+
+pub type NodeId = u64;
+pub type Entry = alias::EntryOf<TypeConfig>;
+pub type Vote = alias::VoteOf<TypeConfig>;
+pub type LogId = alias::LogIdOf<TypeConfig>;
+pub type Membership = openraft::Membership<NodeId, PeerNode>;
+pub type StoredMembership = alias::StoredMembershipOf<TypeConfig>;
+pub type SnapshotMeta = alias::SnapshotMetaOf<TypeConfig>;
+pub type Snapshot = alias::SnapshotOf<TypeConfig, Vec<u8>>;
+pub type Raft = openraft::Raft<TypeConfig, state_machine::StateMachine>;

@@ -1,0 +1,239 @@
+//! The peer transport's client side: one cached tonic channel per peer, openraft messages as
+//! bincode inside a protobuf `Blob`.
+//!
+//! Channels are created lazily and reconnect by themselves, so a peer that is down costs a refused
+//! connection per attempt (openraft backs off on `Unreachable`), and a restarted peer is picked up
+//! without any bookkeeping here.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::RPCOption;
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{OptionalSend, RaftNetworkFactory, RaftNetworkV2};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+
+use super::{NodeId, PeerNode, Snapshot, TypeConfig, Vote};
+use crate::pb::peer::raft_peer_client::RaftPeerClient;
+use crate::pb::peer::Blob;
+
+/// The metadata key that carries the cluster secret on every peer RPC.
+pub const SECRET_METADATA: &str = "x-raftlot-secret";
+
+/// Peer messages carry whole snapshots, far above tonic's 4 MiB default.
+pub const MAX_PEER_MESSAGE: usize = 1 << 30;
+
+/// Why a peer call failed, split by what the caller may assume about the request.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The request cannot have been processed: no connection could be made.
+    #[error("peer {addr} unreachable: {reason}")]
+    Unreachable { addr: String, reason: String },
+    /// The request may or may not have been processed (timeout, broken stream, bad reply).
+    #[error("peer {addr} call failed: {reason}")]
+    Failed { addr: String, reason: String },
+}
+
+/// The one cache of peer channels, shared by Raft replication, forwarding and status.
+#[derive(Clone)]
+pub struct PeerClients {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    secret: Option<Arc<str>>,
+}
+
+impl PeerClients {
+    pub fn new(secret: Option<String>) -> Self {
+        PeerClients { channels: Arc::default(), secret: secret.map(Arc::from) }
+    }
+
+    fn client(&self, addr: &str) -> Result<RaftPeerClient<Channel>, CallError> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let channel = match channels.get(addr) {
+            Some(c) => c.clone(),
+            None => {
+                let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+                    .map_err(|e| CallError::Unreachable { addr: addr.to_string(), reason: e.to_string() })?
+                    .connect_timeout(Duration::from_millis(500))
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_secs(5))
+                    .keep_alive_while_idle(true);
+                let channel = endpoint.connect_lazy();
+                channels.insert(addr.to_string(), channel.clone());
+                channel
+            }
+        };
+        Ok(RaftPeerClient::new(channel)
+            .max_decoding_message_size(MAX_PEER_MESSAGE)
+            .max_encoding_message_size(MAX_PEER_MESSAGE))
+    }
+
+    pub fn request<T>(&self, message: T, timeout: Duration) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(timeout);
+        if let Some(secret) = &self.secret {
+            // A secret that is not valid metadata was refused by config validation's caller; if
+            // one slips through, the peer answers UNAUTHENTICATED, which is the right outcome.
+            if let Ok(v) = secret.parse() {
+                request.metadata_mut().insert(SECRET_METADATA, v);
+            }
+        }
+        request
+    }
+
+    /// Calls one peer RPC with a deadline, classifying failures by what they imply.
+    pub async fn call<F, Fut, T>(&self, addr: &str, timeout: Duration, f: F) -> Result<T, CallError>
+    where
+        F: FnOnce(RaftPeerClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let client = self.client(addr)?;
+        let failed = |reason: String| CallError::Failed { addr: addr.to_string(), reason };
+        match tokio::time::timeout(timeout, f(client)).await {
+            Err(_) => Err(failed(format!("no reply within {timeout:?}"))),
+            Ok(Ok(reply)) => Ok(reply.into_inner()),
+            Ok(Err(status)) if is_connect_error(&status) => {
+                Err(CallError::Unreachable { addr: addr.to_string(), reason: status.message().to_string() })
+            }
+            Ok(Err(status)) => Err(failed(format!("{}: {}", status.code(), status.message()))),
+        }
+    }
+}
+
+/// tonic reports a refused or failed connection as UNAVAILABLE from the transport, before anything
+/// was sent; a server-side UNAVAILABLE carries our own message instead.
+fn is_connect_error(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Unavailable
+        && (status.message().contains("transport") || status.message().contains("connect"))
+}
+
+pub fn to_blob<T: Serialize>(value: &T) -> Result<Blob, bincode::Error> {
+    Ok(Blob { data: bincode::serialize(value)? })
+}
+
+pub fn from_blob<T: DeserializeOwned>(blob: &Blob) -> Result<T, bincode::Error> {
+    bincode::deserialize(&blob.data)
+}
+
+/// Builds one [`Network`] per replication target.
+#[derive(Clone)]
+pub struct NetworkFactory {
+    pub clients: PeerClients,
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = Network;
+
+    async fn new_client(&mut self, target: NodeId, node: &PeerNode) -> Network {
+        Network { clients: self.clients.clone(), target, addr: node.peer_addr.clone() }
+    }
+}
+
+pub struct Network {
+    clients: PeerClients,
+    target: NodeId,
+    addr: String,
+}
+
+impl Network {
+    async fn unary<Req, Resp>(&self, method: Method, req: &Req, ttl: Duration) -> Result<Resp, RPCError<TypeConfig>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+    {
+        let blob = to_blob(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let request = self.clients.request(blob, ttl);
+        let reply = self
+            .clients
+            .call(&self.addr, ttl, |mut c| async move {
+                match method {
+                    Method::Append => c.append_entries(request).await,
+                    Method::Vote => c.vote(request).await,
+                    Method::PreVote => c.pre_vote(request).await,
+                    Method::TransferLeader => c.transfer_leader(request).await,
+                }
+            })
+            .await
+            .map_err(|e| match e {
+                CallError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+                CallError::Failed { .. } => RPCError::Network(NetworkError::new(&e)),
+            })?;
+        from_blob(&reply).map_err(|e| RPCError::Network(NetworkError::new(&e)))
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Method {
+    Append,
+    Vote,
+    PreVote,
+    TransferLeader,
+}
+
+impl RaftNetworkV2<TypeConfig> for Network {
+    type SnapshotData = Vec<u8>;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.unary(Method::Append, &rpc, option.soft_ttl()).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.unary(Method::Vote, &rpc, option.soft_ttl()).await
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.unary(Method::PreVote, &rpc, option.soft_ttl()).await
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.unary(Method::TransferLeader, &req, option.soft_ttl()).await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let body = (vote, snapshot.meta, snapshot.snapshot);
+        let blob = to_blob(&body).map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        // A snapshot can be large: allow it the hard TTL rather than the heartbeat-sized soft one.
+        let ttl = option.hard_ttl();
+        let request = self.clients.request(blob, ttl);
+        let send = self.clients.call(&self.addr, ttl, |mut c| async move { c.full_snapshot(request).await });
+        let reply = tokio::select! {
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+            reply = send => reply,
+        };
+        let reply = reply.map_err(|e| match e {
+            CallError::Unreachable { .. } => StreamingError::Unreachable(Unreachable::new(&e)),
+            CallError::Failed { .. } => StreamingError::Network(NetworkError::new(&e)),
+        })?;
+        tracing::debug!(target = self.target, "snapshot sent");
+        from_blob(&reply).map_err(|e| StreamingError::Network(NetworkError::new(&e)))
+    }
+}
