@@ -81,6 +81,8 @@ pub struct NodeView {
     pub applied_index: u64,
     pub matched_index: Option<u64>,
     pub leader_id: Option<NodeId>,
+    pub snapshot_index: u64,
+    pub purged_index: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -312,6 +314,8 @@ impl Node {
             applied_index: metrics.last_applied.as_ref().map_or(0, |id| id.index),
             matched_index: None,
             leader_id: metrics.current_leader,
+            snapshot_index: metrics.snapshot.as_ref().map_or(0, |id| id.index),
+            purged_index: metrics.purged.as_ref().map_or(0, |id| id.index),
         }
     }
 
@@ -340,6 +344,8 @@ impl Node {
                     applied_index: i.applied_index,
                     matched_index: None,
                     leader_id: (i.leader_id != 0).then_some(i.leader_id),
+                    snapshot_index: i.snapshot_index,
+                    purged_index: i.purged_index,
                 },
                 Err(_) => NodeView {
                     id,
@@ -351,6 +357,8 @@ impl Node {
                     applied_index: 0,
                     matched_index: None,
                     leader_id: None,
+                    snapshot_index: 0,
+                    purged_index: 0,
                 },
             }
         });

@@ -62,6 +62,8 @@ impl From<NodeView> for pb::NodeStatus {
             applied_index: n.applied_index,
             matched_index: n.matched_index,
             leader_id: n.leader_id.unwrap_or(0),
+            snapshot_index: n.snapshot_index,
+            purged_index: n.purged_index,
         }
     }
 }

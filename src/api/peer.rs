@@ -86,6 +86,8 @@ impl RaftPeer for PeerService {
             last_log_index: v.last_log_index,
             applied_index: v.applied_index,
             leader_id: v.leader_id.unwrap_or(0),
+            snapshot_index: v.snapshot_index,
+            purged_index: v.purged_index,
         }))
     }
 }
