@@ -1,0 +1,199 @@
+//! Crashes with real SIGKILL: the leader dies under concurrent writers, the whole cluster dies at
+//! once, a follower falls behind the compaction point. Nothing acknowledged may be lost.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{eventually, TestCluster, WAIT};
+use raftlot::pb::v1::{AddRequest, ReadConsistency};
+
+/// What the writers saw. Each op adds 1 under its own request id and is retried with the same id
+/// until it is acknowledged or the run ends, so a retry can never count twice. An op that never got
+/// an acknowledgement may or may not have been applied: it is `unknown`, and the final value must lie
+/// in `[acked, acked + unknown]`.
+#[derive(Default)]
+struct Tally {
+    acked: AtomicU64,
+    unknown: AtomicU64,
+    retries: AtomicU64,
+}
+
+/// 1. three nodes, six writers spread over every node; 2. after 200 acknowledged adds, SIGKILL the
+/// leader; 3. writers keep going through the survivors until 200 more are acknowledged; 4. the final
+/// LINEARIZABLE value is within [acked, acked + unknown], and equals acked when nothing is unknown;
+/// 5. restart the killed node: it catches up to the same value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_under_load_loses_no_acknowledged_add() {
+    let mut cluster = TestCluster::start(3).await;
+    let leader = cluster.wait_for_leader().await;
+    let tally = Arc::new(Tally::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..6u64 {
+        let node = cluster.ids()[(w % 3) as usize];
+        let client = cluster.counters(node);
+        let (tally, stop) = (tally.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let mut client = client;
+            let mut op = 0u64;
+            // Bounded: at most 5,000 ops per writer, and the test stops them long before.
+            while !stop.load(Ordering::Relaxed) && op < 5_000 {
+                op += 1;
+                let request = AddRequest {
+                    name: "hits".into(),
+                    delta: 1,
+                    mode: 0,
+                    request_id: format!("w{w}-op{op}"),
+                };
+                let mut acked = false;
+                for attempt in 0..200 {
+                    if attempt > 0 {
+                        tally.retries.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    let mut req = tonic::Request::new(request.clone());
+                    req.set_timeout(Duration::from_secs(3));
+                    if client.add(req).await.is_ok() {
+                        acked = true;
+                        break;
+                    }
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                }
+                if acked {
+                    tally.acked.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    tally.unknown.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+
+    eventually("200 acknowledged adds before the kill", WAIT, || async {
+        (tally.acked.load(Ordering::Relaxed) >= 200).then_some(())
+    })
+    .await;
+    let acked_at_kill = tally.acked.load(Ordering::Relaxed);
+    let killed_at = Instant::now();
+    cluster.kill(leader);
+    eventually("200 more acknowledged adds after the kill", Duration::from_secs(30), || async {
+        (tally.acked.load(Ordering::Relaxed) >= acked_at_kill + 200).then_some(())
+    })
+    .await;
+    let recovered_after = killed_at.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.expect("writer task");
+    }
+    let new_leader = cluster.wait_for_leader().await;
+    assert_ne!(new_leader, leader);
+
+    let acked = tally.acked.load(Ordering::Relaxed);
+    let unknown = tally.unknown.load(Ordering::Relaxed);
+    let value = cluster.get(new_leader, "hits", ReadConsistency::Linearizable).await.expect("final read") as u64;
+    println!(
+        "leader {leader} killed; {acked} acknowledged, {unknown} unknown, {} retries; value {value}; \
+         200 acks after the kill within {recovered_after:?}",
+        tally.retries.load(Ordering::Relaxed)
+    );
+    assert!(value >= acked, "an acknowledged add was lost: value {value} < acked {acked}");
+    assert!(value <= acked + unknown, "an add was applied twice: value {value} > acked {acked} + unknown {unknown}");
+
+    cluster.restart(leader);
+    eventually(&format!("restarted node {leader} to catch up to {value}"), WAIT, || async {
+        let v = cluster.get(leader, "hits", ReadConsistency::Local).await.ok()?;
+        (v as u64 == value).then_some(())
+    })
+    .await;
+}
+
+/// 1. write several counters; 2. SIGKILL every node at once; 3. start them all again; 4. every
+/// acknowledged value is there, and the cluster takes writes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_every_node_at_once_keeps_every_acknowledged_value() {
+    let mut cluster = TestCluster::start(3).await;
+    let mut expected = Vec::new();
+    for (i, node) in [1u64, 2, 3, 1, 2, 3, 1, 2].into_iter().enumerate() {
+        let name = format!("c{}", i % 4);
+        let reply = cluster
+            .counters(node)
+            .add(AddRequest { name: name.clone(), delta: (i as i64 + 1) * 10, mode: 0, request_id: String::new() })
+            .await
+            .expect("add")
+            .into_inner();
+        expected.retain(|(n, _)| n != &name);
+        expected.push((name, reply.value));
+    }
+    for id in cluster.ids() {
+        cluster.kill(id);
+    }
+    for id in cluster.ids() {
+        cluster.restart(id);
+    }
+    let leader = cluster.wait_for_leader().await;
+    for (name, value) in &expected {
+        for id in cluster.ids() {
+            let got = cluster.get(id, name, ReadConsistency::Linearizable).await.expect("read after restart");
+            assert_eq!(got, *value, "{name} read through node {id} (leader {leader})");
+        }
+    }
+    let after = cluster
+        .counters(2)
+        .add(AddRequest { name: "c0".into(), delta: 1, mode: 0, request_id: String::new() })
+        .await
+        .expect("writes work after a full restart")
+        .into_inner();
+    let c0 = expected.iter().find(|(n, _)| n == "c0").map(|(_, v)| *v).expect("c0 written");
+    assert_eq!(after.value, c0 + 1);
+}
+
+/// 1. three nodes that snapshot every 20 entries; 2. stop a follower cleanly; 3. write 150 adds
+/// so the leader compacts its log past the follower's last entry; 4. restart the follower: it can
+/// only catch up by installing a snapshot, and it does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_behind_the_compaction_point_catches_up_by_snapshot() {
+    let mut cluster = TestCluster::start_with(3, &["--snapshot-logs", "20"]).await;
+    let leader = cluster.wait_for_leader().await;
+    let lagging = cluster.followers(leader)[0];
+    let lagging_last = cluster.status(lagging).await.expect("status").nodes
+        .iter()
+        .find(|n| n.id == lagging)
+        .expect("self in status")
+        .last_log_index;
+    cluster.stop(lagging).await;
+
+    let mut last = None;
+    for i in 0..150 {
+        let node = cluster.followers(lagging)[i % 2];
+        let reply = cluster
+            .counters(node)
+            .add(AddRequest { name: "snap".into(), delta: 1, mode: 0, request_id: String::new() })
+            .await
+            .expect("add while a follower is down")
+            .into_inner();
+        last = Some(reply);
+    }
+    let last = last.expect("150 adds");
+    let purged = eventually("the leader to compact past the stopped follower", WAIT, || async {
+        let s = cluster.status(leader).await?;
+        let me = s.nodes.iter().find(|n| n.id == leader)?;
+        (me.purged_index > lagging_last).then_some(me.purged_index)
+    })
+    .await;
+    println!("follower {lagging} stopped at log index {lagging_last}; leader purged up to {purged}");
+
+    cluster.restart(lagging);
+    eventually(&format!("node {lagging} to catch up"), WAIT, || async {
+        let v = cluster.get(lagging, "snap", ReadConsistency::Local).await.ok()?;
+        (v == 150).then_some(())
+    })
+    .await;
+    let view = cluster.status(lagging).await.expect("status");
+    let me = view.nodes.iter().find(|n| n.id == lagging).expect("self");
+    assert!(me.applied_index >= last.log_index);
+    assert!(me.snapshot_index > lagging_last, "the follower holds a snapshot beyond where it stopped");
+}
