@@ -16,6 +16,21 @@ use tokio::process::{Child, Command};
 use super::status::{fetch_status, format_status};
 use crate::config::{format_peers, ClusterArgs, Member};
 
+/// Prints a line, ignoring a closed stdout: losing the terminal must not stop the nodes uncleanly.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+macro_rules! out_raw {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 struct Spawned {
     id: u64,
     child: Child,
@@ -77,16 +92,16 @@ pub async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
     }
 
     let status = wait_for_leader(&mut nodes, Duration::from_secs(30)).await?;
-    println!("raftlot: {} nodes up, leader is node {} (term {})\n", nodes.len(), status.leader_id, status.term);
-    print!("{}", format_status(&status));
-    println!();
+    out!("raftlot: {} nodes up, leader is node {} (term {})\n", nodes.len(), status.leader_id, status.term);
+    out_raw!("{}", format_status(&status));
+    out!("");
     for n in &nodes {
         let pid = n.child.id().map_or("?".to_string(), |p| p.to_string());
-        println!("node {} pid {pid}, log {}", n.id, args.data_dir.join(format!("node-{}/node.log", n.id)).display());
-        println!("  restart: {}", n.command_line);
+        out!("node {} pid {pid}, log {}", n.id, args.data_dir.join(format!("node-{}/node.log", n.id)).display());
+        out!("  restart: {}", n.command_line);
     }
-    println!("\n{}", cheat_sheet(&nodes[0].client_addr, &nodes[nodes.len() - 1].client_addr));
-    println!("Ctrl-C stops every node.");
+    out!("\n{}", cheat_sheet(&nodes[0].client_addr, &nodes[nodes.len() - 1].client_addr));
+    out!("Ctrl-C stops every node.");
 
     supervise(&mut nodes).await;
     stop_all(&mut nodes).await;
@@ -131,7 +146,7 @@ async fn supervise(nodes: &mut [Spawned]) {
             }
             if let Ok(Some(exit)) = n.child.try_wait() {
                 reported[i] = true;
-                println!("node {} exited ({exit}); restart it with:\n  {}", n.id, n.command_line);
+                out!("node {} exited ({exit}); restart it with:\n  {}", n.id, n.command_line);
             }
         }
     }
@@ -149,10 +164,10 @@ async fn stop_all(nodes: &mut [Spawned]) {
     }
     for n in nodes.iter_mut() {
         match tokio::time::timeout(Duration::from_secs(10), n.child.wait()).await {
-            Ok(_) => println!("node {} stopped", n.id),
+            Ok(_) => out!("node {} stopped", n.id),
             Err(_) => {
                 let _ = n.child.kill().await;
-                println!("node {} did not stop within 10s and was killed", n.id);
+                out!("node {} did not stop within 10s and was killed", n.id);
             }
         }
     }

@@ -119,7 +119,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let last_purged_log_id: Option<LogId> = self.get_meta(MetaKey::LastPurged)?;
         let last_log_id = match self.log.last().map_err(io_err)? {
             Some((_, bytes)) => Some(decode::<Entry>(&bytes)?.log_id),
-            None => last_purged_log_id.clone(),
+            None => last_purged_log_id,
         };
         Ok(LogState { last_purged_log_id, last_log_id })
     }

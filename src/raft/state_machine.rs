@@ -91,7 +91,7 @@ impl StateMachine {
             let applied = self.read();
             let data = encode(&SnapshotBody { state: applied.state.clone() })?;
             let meta = SnapshotMeta {
-                last_log_id: applied.last_applied.clone(),
+                last_log_id: applied.last_applied,
                 last_membership: applied.membership.clone(),
             };
             (meta, data)
@@ -117,7 +117,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn applied_state(&mut self) -> io::Result<(Option<LogId>, StoredMembership)> {
         let applied = self.read();
-        Ok((applied.last_applied.clone(), applied.membership.clone()))
+        Ok((applied.last_applied, applied.membership.clone()))
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> io::Result<()>
@@ -138,13 +138,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 let reply = match &entry.payload {
                     EntryPayload::Normal(proposal) => applied.state.apply(proposal, index, &mut touched),
                     EntryPayload::Membership(m) => {
-                        applied.membership = StoredMembership::new(Some(entry.log_id.clone()), m.clone());
+                        applied.membership = StoredMembership::new(Some(entry.log_id), m.clone());
                         batch.insert(MEMBERSHIP, encode(&applied.membership)?);
                         Applied { index, ..Applied::default() }
                     }
                     EntryPayload::Blank => Applied { index, ..Applied::default() },
                 };
-                applied.last_applied = Some(entry.log_id.clone());
+                applied.last_applied = Some(entry.log_id);
                 if let Some(r) = responder {
                     responses.push((r, reply));
                 }
@@ -186,7 +186,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(io_err)?;
         let mut applied = self.write();
         applied.state = body.state;
-        applied.last_applied = meta.last_log_id.clone();
+        applied.last_applied = meta.last_log_id;
         applied.membership = meta.last_membership.clone();
         Ok(())
     }

