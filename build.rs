@@ -8,7 +8,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("raftlot_descriptor.bin"))
         .compile_protos(
-            &["proto/raftlot/v1/common.proto", "proto/raftlot/v1/counters.proto", "proto/raftlot/v1/cluster.proto"],
+            &["proto/raftlot/v1/common.proto",
+                "proto/raftlot/v1/counters.proto",
+                "proto/raftlot/v1/parking.proto",
+                "proto/raftlot/v1/cluster.proto",
+            ],
             &["proto"],
         )?;
     tonic_prost_build::configure()

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::domain::{LotName, LotSpec};
+
 #[derive(Debug, Parser)]
 #[command(name = "raftlot", version, about = "Parking lots and PN counters replicated through Raft")]
 pub struct Cli {
@@ -59,6 +61,10 @@ pub struct ServeArgs {
     /// How long a client request may wait for a leader or a quorum before UNAVAILABLE.
     #[arg(long, env = "RAFTLOT_REQUEST_TIMEOUT_MS", default_value_t = 2_000)]
     pub request_timeout_ms: u64,
+    /// A lot that exists from the start, as NAME=CAPACITYxGATES; repeatable. Created once if
+    /// missing, never resized at start-up.
+    #[arg(long = "lot", env = "RAFTLOT_LOTS", value_delimiter = ',', default_value = "main=100x4")]
+    pub lots: Vec<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -81,6 +87,9 @@ pub struct ClusterArgs {
     /// Shared secret for peer RPCs, passed to every node through its environment.
     #[arg(long, env = "RAFTLOT_CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
+    /// Lots every node creates at start-up if missing, as NAME=CAPACITYxGATES; repeatable.
+    #[arg(long = "lot", env = "RAFTLOT_LOTS", value_delimiter = ',', default_value = "main=100x4")]
+    pub lots: Vec<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -110,6 +119,7 @@ pub struct Config {
     pub snapshot_logs: u64,
     pub cache_bytes: u64,
     pub request_timeout: Duration,
+    pub lots: Vec<(LotName, LotSpec)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -156,6 +166,18 @@ pub fn parse_peers(spec: &str) -> Result<BTreeMap<u64, Member>, ConfigError> {
     Ok(members)
 }
 
+/// Parses `NAME=CAPACITYxGATES`.
+pub fn parse_lot(spec: &str) -> Result<(LotName, LotSpec), ConfigError> {
+    let shape = || bad("--lot", format!("{spec:?} is not NAME=CAPACITYxGATES, e.g. main=100x4"));
+    let (name, size) = spec.split_once('=').ok_or_else(shape)?;
+    let (capacity, gates) = size.split_once(['x', 'X']).ok_or_else(shape)?;
+    let capacity: u32 = capacity.trim().parse().map_err(|_| shape())?;
+    let gates: u32 = gates.trim().parse().map_err(|_| shape())?;
+    let name = LotName::parse(name.trim()).map_err(|e| bad("--lot", e.to_string()))?;
+    let lot = LotSpec::new(capacity, gates).map_err(|e| bad("--lot", e.to_string()))?;
+    Ok((name, lot))
+}
+
 /// Formats members back into the `--peers` syntax.
 pub fn format_peers(members: &BTreeMap<u64, Member>) -> String {
     members
@@ -185,6 +207,7 @@ impl TryFrom<ServeArgs> for Config {
         if args.request_timeout_ms == 0 {
             return Err(bad("--request-timeout-ms", "must be at least 1"));
         }
+        let lots = args.lots.iter().map(|l| parse_lot(l)).collect::<Result<Vec<_>, _>>()?;
         if args.cluster_secret.as_deref() == Some("") {
             return Err(bad("--cluster-secret", "must not be empty when given"));
         }
@@ -199,6 +222,7 @@ impl TryFrom<ServeArgs> for Config {
             snapshot_logs: args.snapshot_logs,
             cache_bytes: args.cache_mb * 1024 * 1024,
             request_timeout: Duration::from_millis(args.request_timeout_ms),
+            lots,
         })
     }
 }
@@ -218,5 +242,14 @@ mod tests {
         }
         let twice = "1=127.0.0.1:1/127.0.0.1:2,1=127.0.0.1:3/127.0.0.1:4";
         assert!(parse_peers(twice).unwrap_err().to_string().contains("twice"));
+    }
+
+    #[test]
+    fn lots_parse_and_reject_nonsense() {
+        let (name, spec) = parse_lot("main=100x4").unwrap();
+        assert_eq!((name.as_str(), spec.capacity, spec.gates), ("main", 100, 4));
+        for bad in ["main", "main=100", "main=0x4", "main=10x0", "main=ax4", "=10x2", "a b=1x1"] {
+            assert!(parse_lot(bad).is_err(), "{bad:?} should be refused");
+        }
     }
 }

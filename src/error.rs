@@ -52,6 +52,9 @@ impl From<Error> for tonic::Status {
         match e {
             Error::Domain(DomainError::InvalidArgument { .. }) => tonic::Status::invalid_argument(message),
             Error::Domain(DomainError::Overflow { .. }) => tonic::Status::out_of_range(message),
+            Error::Domain(DomainError::NotFound(_)) => tonic::Status::not_found(message),
+            Error::Domain(DomainError::AlreadyExists(_)) => tonic::Status::already_exists(message),
+            Error::Domain(DomainError::FailedPrecondition(_)) => tonic::Status::failed_precondition(message),
             Error::Unavailable { leader, .. } | Error::NotLeader { leader, .. } => {
                 let mut status = tonic::Status::unavailable(message);
                 if let Some(hint) = leader {

@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::domain::{Applied, Command, Proposal, Query, QueryReply, RequestId};
+use crate::domain::{Applied, Command, LotName, LotSpec, Proposal, Query, QueryReply, RequestId};
 use crate::error::{Error, LeaderHint, Result};
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{from_blob, to_blob, CallError, NetworkFactory, PeerClients};
@@ -374,6 +374,23 @@ impl Node {
     }
 }
 
+/// Creates the start-up lots that do not exist yet. Every node does this on every start; `EnsureLot`
+/// is a no-op for an existing lot, so repeats cost a log entry and never resize or empty a lot.
+async fn ensure_lots(node: Arc<Node>, lots: Vec<(LotName, LotSpec)>, stop: CancellationToken) {
+    for (lot, spec) in lots {
+        loop {
+            match node.write(Command::EnsureLot { lot: lot.clone(), spec }, None).await {
+                Ok(_) => break,
+                Err(e) => tracing::debug!(lot = lot.as_str(), "start-up lot not created yet: {e}"),
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+    }
+}
+
 /// Resolves on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
@@ -489,6 +506,7 @@ pub async fn run(
         stop.clone(),
     ));
     tracing::info!(id = config.id, %client_addr, %peer_addr, data_dir = %config.data_dir.display(), "node started");
+    tokio::spawn(ensure_lots(node.clone(), config.lots.clone(), stop.clone()));
 
     let mut client_task = client_task;
     let mut peer_task = peer_task;

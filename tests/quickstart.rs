@@ -52,6 +52,7 @@ fn start_cluster(data: &Path, client: u16, peer: u16) -> (Child, String) {
             }
             Err(e) => {
                 let _ = child.kill();
+                let _ = child.wait();
                 panic!("raftlot cluster did not come up ({e}); it printed:\n{printed}");
             }
         }

@@ -5,6 +5,7 @@
 mod cluster;
 mod convert;
 mod counters;
+mod parking;
 mod peer;
 
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use crate::pb;
 use crate::pb::peer::raft_peer_server::RaftPeerServer;
 use crate::pb::v1::cluster_server::ClusterServer;
 use crate::pb::v1::counters_server::CountersServer;
+use crate::pb::v1::parking_server::ParkingServer;
 use crate::raft::network::MAX_PEER_MESSAGE;
 
 /// Client requests are small; anything bigger than this is refused before it is decoded.
@@ -33,6 +35,7 @@ pub async fn serve_client(node: Arc<Node>, listener: TcpListener, stop: Cancella
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<CountersServer<counters::CountersService>>().await;
     health.set_serving::<ClusterServer<cluster::ClusterService>>().await;
+    health.set_serving::<ParkingServer<parking::ParkingService>>().await;
     // Both reflection versions: grpcurl releases before 1.9 only speak v1alpha.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -45,6 +48,10 @@ pub async fn serve_client(node: Arc<Node>, listener: TcpListener, stop: Cancella
         .add_service(reflection().build_v1alpha()?)
         .add_service(
             CountersServer::new(counters::CountersService { node: node.clone() })
+                .max_decoding_message_size(MAX_CLIENT_MESSAGE),
+        )
+        .add_service(
+            ParkingServer::new(parking::ParkingService { node: node.clone() })
                 .max_decoding_message_size(MAX_CLIENT_MESSAGE),
         )
         .add_service(ClusterServer::new(cluster::ClusterService { node }).max_decoding_message_size(MAX_CLIENT_MESSAGE))

@@ -77,6 +77,11 @@ pub async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
             "--data-dir".to_string(),
             data_dir.display().to_string(),
         ];
+        let mut argv = argv;
+        for lot in &args.lots {
+            argv.push("--lot".to_string());
+            argv.push(lot.clone());
+        }
         let mut command = Command::new(&exe);
         command.args(&argv).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).kill_on_drop(true);
         if let Some(secret) = &args.cluster_secret {

@@ -3,12 +3,18 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{CounterName, DomainError, RequestId};
+use super::{CounterName, DomainError, Lot, LotName, LotSpec, Plate, RequestId, Vehicle};
 
 /// A state change a client asked for, already validated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     Add { name: CounterName, delta: i64 },
+    /// Creates or resizes a lot.
+    ConfigureLot { lot: LotName, spec: LotSpec },
+    /// Creates a lot only if it does not exist: how start-up lots (`--lot`) are made idempotently.
+    EnsureLot { lot: LotName, spec: LotSpec },
+    Enter { lot: LotName, plate: Plate, gate: u32 },
+    Exit { lot: LotName, plate: Plate, gate: u32 },
 }
 
 /// One Raft log entry's payload. `at_ms` is the leader's wall clock at proposal time; it travels in
@@ -24,6 +30,13 @@ impl std::fmt::Display for Proposal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.command {
             Command::Add { name, delta } => write!(f, "add {delta} to {}", name.as_str())?,
+            Command::ConfigureLot { lot, spec } | Command::EnsureLot { lot, spec } => {
+                write!(f, "lot {} = {}x{}", lot.as_str(), spec.capacity, spec.gates)?
+            }
+            Command::Enter { lot, plate, gate } => {
+                write!(f, "{} enters {} at gate {gate}", plate.as_str(), lot.as_str())?
+            }
+            Command::Exit { lot, plate, gate } => write!(f, "{} exits {} at gate {gate}", plate.as_str(), lot.as_str())?,
         }
         if let Some(id) = &self.request_id {
             write!(f, " (request {})", id.as_str())?;
@@ -36,6 +49,9 @@ impl std::fmt::Display for Proposal {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reply {
     Added { name: String, value: i64 },
+    LotConfigured { lot: String, spec: LotSpec, created: bool },
+    Entered { lot: String, plate: String, gate: u32, occupied: u32, capacity: u32, entered_at_ms: u64 },
+    Exited { lot: String, plate: String, gate: u32, occupied: u32, capacity: u32, parked_ms: u64 },
     /// A log entry that carries no command (a leader's blank entry or a membership change).
     Nothing,
 }
@@ -62,10 +78,15 @@ impl Default for Applied {
 pub enum Query {
     Counter(CounterName),
     Counters,
+    Lot(LotName),
+    /// Which lot a plate is in, if any.
+    Vehicle(Plate),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum QueryReply {
     Counter { value: i64, exists: bool },
     Counters(Vec<(String, i64)>),
+    Lot(Option<Lot>),
+    Vehicle(Option<(String, Vehicle)>),
 }

@@ -11,6 +11,13 @@ pub enum DomainError {
     /// Checked arithmetic refused the add; nothing was applied.
     #[error("counter {name} would overflow: {value} + {delta} is outside the signed 64-bit range")]
     Overflow { name: String, value: i64, delta: i64 },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The request is valid but the state refuses it now (a full lot, a shrink below occupancy).
+    #[error("{0}")]
+    FailedPrecondition(String),
 }
 
 impl DomainError {

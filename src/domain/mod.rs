@@ -7,11 +7,13 @@
 mod command;
 mod dedup;
 mod error;
+mod lots;
 mod names;
 mod state;
 
 pub use command::{Applied, Command, Proposal, Query, QueryReply, Reply};
 pub use dedup::{DedupEntry, DEDUP_MAX_ENTRIES, DEDUP_RETENTION_MS};
 pub use error::DomainError;
-pub use names::{CounterName, RequestId};
+pub use lots::{GateCount, Lot, LotSpec, Plate, Vehicle, MAX_CAPACITY, MAX_GATES};
+pub use names::{CounterName, LotName, RequestId};
 pub use state::{Key, Record, State};

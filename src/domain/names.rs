@@ -45,6 +45,22 @@ impl CounterName {
     }
 }
 
+/// A lot name: 1-128 bytes of `[A-Za-z0-9._:-]`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct LotName(String);
+
+impl LotName {
+    pub fn parse(value: impl Into<String>) -> Result<Self, DomainError> {
+        let value = value.into();
+        check_token("lot", &value)?;
+        Ok(LotName(value))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A client-chosen idempotency key: 1-128 bytes of `[A-Za-z0-9._:-]` (a UUID fits).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct RequestId(String);

@@ -4,17 +4,21 @@
 //! caller writes [`State::record`] for each (or deletes it when the record is gone). Keeping state
 //! keyed per entity is what lets a later multi-group layout split it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
 use super::dedup::Dedup;
-use super::{Applied, Command, DedupEntry, DomainError, Proposal, Query, QueryReply, Reply, RequestId};
+use super::{
+    Applied, Command, DedupEntry, DomainError, Lot, LotName, LotSpec, Plate, Proposal, Query, QueryReply, Reply,
+    RequestId,
+};
 
 /// One independently persisted piece of state.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Key {
     Counter(String),
+    Lot(String),
     Dedup(RequestId),
 }
 
@@ -22,12 +26,16 @@ pub enum Key {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Record {
     Counter(i64),
+    Lot(Lot),
     Dedup(DedupEntry),
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct State {
     counters: BTreeMap<String, i64>,
+    lots: BTreeMap<String, Lot>,
+    /// Which lot each parked plate is in: derived from `lots`, kept to check uniqueness in O(1).
+    plates: HashMap<Plate, String>,
     dedup: Dedup,
 }
 
@@ -42,6 +50,10 @@ impl State {
         }
         let outcome = match &proposal.command {
             Command::Add { name, delta } => self.add(name.as_str(), *delta, touched),
+            Command::ConfigureLot { lot, spec } => self.configure_lot(lot, *spec, false, touched),
+            Command::EnsureLot { lot, spec } => self.configure_lot(lot, *spec, true, touched),
+            Command::Enter { lot, plate, gate } => self.enter(lot, plate, *gate, proposal.at_ms, touched),
+            Command::Exit { lot, plate, gate } => self.exit(lot, plate, *gate, proposal.at_ms, touched),
         };
         let applied = Applied { index, outcome, deduplicated: false };
         if let Some(id) = &proposal.request_id {
@@ -65,6 +77,88 @@ impl State {
         Ok(Reply::Added { name: name.to_string(), value: new })
     }
 
+    fn configure_lot(
+        &mut self,
+        lot: &LotName,
+        spec: LotSpec,
+        only_if_missing: bool,
+        touched: &mut Vec<Key>,
+    ) -> Result<Reply, DomainError> {
+        let name = lot.as_str();
+        let created = match self.lots.get_mut(name) {
+            Some(_) if only_if_missing => false,
+            Some(existing) => {
+                existing.reconfigure(name, spec)?;
+                false
+            }
+            None => {
+                self.lots.insert(name.to_string(), Lot::new(spec));
+                true
+            }
+        };
+        let spec = self.lots.get(name).map_or(spec, |l| l.spec);
+        touched.push(Key::Lot(name.to_string()));
+        Ok(Reply::LotConfigured { lot: name.to_string(), spec, created })
+    }
+
+    fn lot_mut(&mut self, lot: &LotName) -> Result<&mut Lot, DomainError> {
+        self.lots
+            .get_mut(lot.as_str())
+            .ok_or_else(|| DomainError::NotFound(format!("lot {} does not exist", lot.as_str())))
+    }
+
+    fn enter(
+        &mut self,
+        lot: &LotName,
+        plate: &Plate,
+        gate: u32,
+        at_ms: u64,
+        touched: &mut Vec<Key>,
+    ) -> Result<Reply, DomainError> {
+        self.lot_mut(lot)?;
+        if let Some(inside) = self.plates.get(plate) {
+            return Err(DomainError::AlreadyExists(format!("plate {} is already inside lot {inside}", plate.as_str())));
+        }
+        let name = lot.as_str();
+        let target = self.lot_mut(lot)?;
+        target.enter(name, plate, gate, at_ms)?;
+        let (occupied, capacity) = (target.occupied(), target.spec.capacity);
+        self.plates.insert(plate.clone(), name.to_string());
+        touched.push(Key::Lot(name.to_string()));
+        Ok(Reply::Entered {
+            lot: name.to_string(),
+            plate: plate.as_str().to_string(),
+            gate,
+            occupied,
+            capacity,
+            entered_at_ms: at_ms,
+        })
+    }
+
+    fn exit(
+        &mut self,
+        lot: &LotName,
+        plate: &Plate,
+        gate: u32,
+        at_ms: u64,
+        touched: &mut Vec<Key>,
+    ) -> Result<Reply, DomainError> {
+        let name = lot.as_str();
+        let target = self.lot_mut(lot)?;
+        let parked_ms = target.exit(name, plate, gate, at_ms)?;
+        let (occupied, capacity) = (target.occupied(), target.spec.capacity);
+        self.plates.remove(plate);
+        touched.push(Key::Lot(name.to_string()));
+        Ok(Reply::Exited {
+            lot: name.to_string(),
+            plate: plate.as_str().to_string(),
+            gate,
+            occupied,
+            capacity,
+            parked_ms,
+        })
+    }
+
     pub fn query(&self, query: &Query) -> QueryReply {
         match query {
             Query::Counter(name) => match self.counters.get(name.as_str()) {
@@ -74,6 +168,11 @@ impl State {
             Query::Counters => {
                 QueryReply::Counters(self.counters.iter().map(|(k, v)| (k.clone(), *v)).collect())
             }
+            Query::Lot(name) => QueryReply::Lot(self.lots.get(name.as_str()).cloned()),
+            Query::Vehicle(plate) => QueryReply::Vehicle(self.plates.get(plate).and_then(|lot| {
+                let vehicle = self.lots.get(lot)?.vehicles.get(plate)?;
+                Some((lot.clone(), vehicle.clone()))
+            })),
         }
     }
 
@@ -81,6 +180,7 @@ impl State {
     pub fn record(&self, key: &Key) -> Option<Record> {
         match key {
             Key::Counter(name) => self.counters.get(name).map(|v| Record::Counter(*v)),
+            Key::Lot(name) => self.lots.get(name).cloned().map(Record::Lot),
             Key::Dedup(id) => self.dedup.get(id).cloned().map(Record::Dedup),
         }
     }
@@ -88,8 +188,9 @@ impl State {
     /// Every record, for rewriting storage after a snapshot install.
     pub fn records(&self) -> impl Iterator<Item = (Key, Record)> + '_ {
         let counters = self.counters.iter().map(|(k, v)| (Key::Counter(k.clone()), Record::Counter(*v)));
+        let lots = self.lots.iter().map(|(k, l)| (Key::Lot(k.clone()), Record::Lot(l.clone())));
         let dedup = self.dedup.iter().map(|(k, e)| (Key::Dedup(k.clone()), Record::Dedup(e.clone())));
-        counters.chain(dedup)
+        counters.chain(lots).chain(dedup)
     }
 
     /// Rebuilds state from stored records. Dedup records must come in log order.
@@ -100,6 +201,12 @@ impl State {
             match (key, record) {
                 (Key::Counter(name), Record::Counter(v)) => {
                     state.counters.insert(name, v);
+                }
+                (Key::Lot(name), Record::Lot(lot)) => {
+                    for plate in lot.vehicles.keys() {
+                        state.plates.insert(plate.clone(), name.clone());
+                    }
+                    state.lots.insert(name, lot);
                 }
                 (Key::Dedup(id), Record::Dedup(e)) => dedup.push((id, e)),
                 // A key and record of different kinds cannot be written by `record`; skip rather

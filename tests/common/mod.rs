@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use raftlot::pb::v1::cluster_client::ClusterClient;
 use raftlot::pb::v1::counters_client::CountersClient;
+use raftlot::pb::v1::parking_client::ParkingClient;
 use raftlot::pb::v1::{GetRequest, ReadConsistency, StatusReply, StatusRequest};
 use tonic::transport::{Channel, Endpoint};
 
@@ -108,6 +109,10 @@ impl TestCluster {
 
     pub fn counters(&self, id: u64) -> CountersClient<Channel> {
         CountersClient::new(self.nodes[&id].channel.clone())
+    }
+
+    pub fn parking(&self, id: u64) -> ParkingClient<Channel> {
+        ParkingClient::new(self.nodes[&id].channel.clone())
     }
 
     pub fn cluster(&self, id: u64) -> ClusterClient<Channel> {
