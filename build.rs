@@ -5,16 +5,15 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?);
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
-    tonic_prost_build::configure()
-        .file_descriptor_set_path(out.join("raftlot_descriptor.bin"))
-        .compile_protos(
-            &["proto/raftlot/v1/common.proto",
-                "proto/raftlot/v1/counters.proto",
-                "proto/raftlot/v1/parking.proto",
-                "proto/raftlot/v1/cluster.proto",
-            ],
-            &["proto"],
-        )?;
+    tonic_prost_build::configure().file_descriptor_set_path(out.join("raftlot_descriptor.bin")).compile_protos(
+        &[
+            "proto/raftlot/v1/common.proto",
+            "proto/raftlot/v1/counters.proto",
+            "proto/raftlot/v1/parking.proto",
+            "proto/raftlot/v1/cluster.proto",
+        ],
+        &["proto"],
+    )?;
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("raftlot_peer_descriptor.bin"))
         .compile_protos(&["proto/raftlot/peer/v1/peer.proto"], &["proto"])?;

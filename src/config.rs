@@ -137,23 +137,16 @@ fn bad(flag: &'static str, reason: impl Into<String>) -> ConfigError {
 pub fn parse_peers(spec: &str) -> Result<BTreeMap<u64, Member>, ConfigError> {
     let mut members = BTreeMap::new();
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (id, addrs) = part
-            .split_once('=')
-            .ok_or_else(|| bad("--peers", format!("{part:?} is not ID=CLIENT_ADDR/PEER_ADDR")))?;
-        let id: u64 = id
-            .trim()
-            .parse()
-            .map_err(|_| bad("--peers", format!("{id:?} is not a node id")))?;
+        let (id, addrs) =
+            part.split_once('=').ok_or_else(|| bad("--peers", format!("{part:?} is not ID=CLIENT_ADDR/PEER_ADDR")))?;
+        let id: u64 = id.trim().parse().map_err(|_| bad("--peers", format!("{id:?} is not a node id")))?;
         if id == 0 {
             return Err(bad("--peers", "node ids start at 1 (0 means \"no leader\" on the wire)"));
         }
-        let (client, peer) = addrs
-            .split_once('/')
-            .ok_or_else(|| bad("--peers", format!("{addrs:?} is not CLIENT_ADDR/PEER_ADDR")))?;
+        let (client, peer) =
+            addrs.split_once('/').ok_or_else(|| bad("--peers", format!("{addrs:?} is not CLIENT_ADDR/PEER_ADDR")))?;
         let parse = |a: &str| {
-            a.trim()
-                .parse::<SocketAddr>()
-                .map_err(|e| bad("--peers", format!("{a:?} is not an ip:port address: {e}")))
+            a.trim().parse::<SocketAddr>().map_err(|e| bad("--peers", format!("{a:?} is not an ip:port address: {e}")))
         };
         let member = Member { client_addr: parse(client)?, peer_addr: parse(peer)? };
         if members.insert(id, member).is_some() {
@@ -180,11 +173,7 @@ pub fn parse_lot(spec: &str) -> Result<(LotName, LotSpec), ConfigError> {
 
 /// Formats members back into the `--peers` syntax.
 pub fn format_peers(members: &BTreeMap<u64, Member>) -> String {
-    members
-        .iter()
-        .map(|(id, m)| format!("{id}={}/{}", m.client_addr, m.peer_addr))
-        .collect::<Vec<_>>()
-        .join(",")
+    members.iter().map(|(id, m)| format!("{id}={}/{}", m.client_addr, m.peer_addr)).collect::<Vec<_>>().join(",")
 }
 
 impl TryFrom<ServeArgs> for Config {
@@ -192,9 +181,7 @@ impl TryFrom<ServeArgs> for Config {
 
     fn try_from(args: ServeArgs) -> Result<Self, ConfigError> {
         let members = parse_peers(&args.peers)?;
-        let me = members
-            .get(&args.id)
-            .ok_or_else(|| bad("--id", format!("node {} is not in --peers", args.id)))?;
+        let me = members.get(&args.id).ok_or_else(|| bad("--id", format!("node {} is not in --peers", args.id)))?;
         if args.heartbeat_ms == 0 {
             return Err(bad("--heartbeat-ms", "must be at least 1"));
         }

@@ -499,12 +499,8 @@ pub async fn run(
     let client_addr: SocketAddr = client_listener.local_addr()?;
     let peer_addr: SocketAddr = peer_listener.local_addr()?;
     let client_task = tokio::spawn(crate::api::serve_client(node.clone(), client_listener, stop.clone()));
-    let peer_task = tokio::spawn(crate::api::serve_peer(
-        node.clone(),
-        config.cluster_secret.clone(),
-        peer_listener,
-        stop.clone(),
-    ));
+    let peer_task =
+        tokio::spawn(crate::api::serve_peer(node.clone(), config.cluster_secret.clone(), peer_listener, stop.clone()));
     tracing::info!(id = config.id, %client_addr, %peer_addr, data_dir = %config.data_dir.display(), "node started");
     tokio::spawn(ensure_lots(node.clone(), config.lots.clone(), stop.clone()));
 

@@ -42,12 +42,7 @@ async fn killing_the_leader_under_load_loses_no_acknowledged_add() {
             // Bounded: at most 5,000 ops per writer, and the test stops them long before.
             while !stop.load(Ordering::Relaxed) && op < 5_000 {
                 op += 1;
-                let request = AddRequest {
-                    name: "hits".into(),
-                    delta: 1,
-                    mode: 0,
-                    request_id: format!("w{w}-op{op}"),
-                };
+                let request = AddRequest { name: "hits".into(), delta: 1, mode: 0, request_id: format!("w{w}-op{op}") };
                 let mut acked = false;
                 for attempt in 0..200 {
                     if attempt > 0 {
@@ -159,7 +154,11 @@ async fn a_follower_behind_the_compaction_point_catches_up_by_snapshot() {
     let mut cluster = TestCluster::start_with(3, &["--snapshot-logs", "20"]).await;
     let leader = cluster.wait_for_leader().await;
     let lagging = cluster.followers(leader)[0];
-    let lagging_last = cluster.status(lagging).await.expect("status").nodes
+    let lagging_last = cluster
+        .status(lagging)
+        .await
+        .expect("status")
+        .nodes
         .iter()
         .find(|n| n.id == lagging)
         .expect("self in status")

@@ -10,9 +10,7 @@ use std::time::Duration;
 
 use common::{eventually, TestCluster, WAIT};
 use raftlot::pb::v1::parking_client::ParkingClient;
-use raftlot::pb::v1::{
-    ConfigureLotRequest, EnterRequest, ExitRequest, GetLotReply, GetLotRequest, GetVehicleRequest,
-};
+use raftlot::pb::v1::{ConfigureLotRequest, EnterRequest, ExitRequest, GetLotReply, GetLotRequest, GetVehicleRequest};
 use tonic::transport::Channel;
 use tonic::Code;
 
@@ -25,11 +23,8 @@ fn exit(lot: &str, plate: &str, gate: u32) -> ExitRequest {
 }
 
 async fn lot(client: &mut ParkingClient<Channel>, name: &str) -> GetLotReply {
-    let mut reply = client
-        .get_lot(GetLotRequest { lot: name.into(), consistency: 0 })
-        .await
-        .expect("get lot")
-        .into_inner();
+    let mut reply =
+        client.get_lot(GetLotRequest { lot: name.into(), consistency: 0 }).await.expect("get lot").into_inner();
     reply.meta = None; // compare the lot, not where it was read
     reply
 }
@@ -64,19 +59,49 @@ async fn every_parking_rule_holds_with_its_status_code() {
 
     let before = lot(&mut p1, "tiny").await;
     let refusals: Vec<(&str, Result<(), tonic::Status>, Code, &str)> = vec![
-        ("a full lot", p2.enter(enter("tiny", "EF56", 1)).await.map(drop), Code::FailedPrecondition, "lot tiny is full (2/2)"),
+        (
+            "a full lot",
+            p2.enter(enter("tiny", "EF56", 1)).await.map(drop),
+            Code::FailedPrecondition,
+            "lot tiny is full (2/2)",
+        ),
         ("a plate already inside", p1.enter(enter("tiny", "ab-12", 2)).await.map(drop), Code::AlreadyExists, "tiny"),
-        ("the same plate in another lot", p3.enter(enter("main", "AB-12", 1)).await.map(drop), Code::AlreadyExists, "inside lot tiny"),
-        ("gate above the lot's gates", p1.enter(enter("main", "GH78", 5)).await.map(drop), Code::InvalidArgument, "gate"),
+        (
+            "the same plate in another lot",
+            p3.enter(enter("main", "AB-12", 1)).await.map(drop),
+            Code::AlreadyExists,
+            "inside lot tiny",
+        ),
+        (
+            "gate above the lot's gates",
+            p1.enter(enter("main", "GH78", 5)).await.map(drop),
+            Code::InvalidArgument,
+            "gate",
+        ),
         ("gate 0", p2.enter(enter("main", "GH78", 0)).await.map(drop), Code::InvalidArgument, "gate"),
         ("an empty plate", p3.enter(enter("main", "  ", 1)).await.map(drop), Code::InvalidArgument, "plate"),
-        ("a 17-character plate", p1.enter(enter("main", "ABCDEFGHIJKLMNOPQ", 1)).await.map(drop), Code::InvalidArgument, "plate"),
-        ("a plate with a bad character", p1.enter(enter("main", "AB_12", 1)).await.map(drop), Code::InvalidArgument, "plate"),
+        (
+            "a 17-character plate",
+            p1.enter(enter("main", "ABCDEFGHIJKLMNOPQ", 1)).await.map(drop),
+            Code::InvalidArgument,
+            "plate",
+        ),
+        (
+            "a plate with a bad character",
+            p1.enter(enter("main", "AB_12", 1)).await.map(drop),
+            Code::InvalidArgument,
+            "plate",
+        ),
         ("an unknown lot", p2.enter(enter("nowhere", "GH78", 1)).await.map(drop), Code::NotFound, "nowhere"),
         ("a bad lot name", p2.enter(enter("no where", "GH78", 1)).await.map(drop), Code::InvalidArgument, "lot"),
         ("an exit of a car not inside", p3.exit(exit("tiny", "ZZ99", 1)).await.map(drop), Code::NotFound, "ZZ99"),
         ("an exit from the wrong lot", p3.exit(exit("main", "AB-12", 1)).await.map(drop), Code::NotFound, "main"),
-        ("an exit at a gate that does not exist", p1.exit(exit("tiny", "AB-12", 3)).await.map(drop), Code::InvalidArgument, "gate"),
+        (
+            "an exit at a gate that does not exist",
+            p1.exit(exit("tiny", "AB-12", 3)).await.map(drop),
+            Code::InvalidArgument,
+            "gate",
+        ),
         (
             "shrinking below occupancy",
             p2.configure_lot(ConfigureLotRequest { lot: "tiny".into(), capacity: 1, gates: 2 }).await.map(drop),
@@ -112,9 +137,11 @@ async fn every_parking_rule_holds_with_its_status_code() {
 
     let left = p2.exit(exit("tiny", "ab-12", 2)).await.expect("exit").into_inner();
     assert_eq!((left.occupied, left.gate), (1, 2));
-    let gone = p3.get_vehicle(GetVehicleRequest { plate: "AB-12".into(), consistency: 0 }).await.expect("where").into_inner();
+    let gone =
+        p3.get_vehicle(GetVehicleRequest { plate: "AB-12".into(), consistency: 0 }).await.expect("where").into_inner();
     assert!(!gone.inside);
-    let there = p1.get_vehicle(GetVehicleRequest { plate: "cd 34".into(), consistency: 0 }).await.expect("where").into_inner();
+    let there =
+        p1.get_vehicle(GetVehicleRequest { plate: "cd 34".into(), consistency: 0 }).await.expect("where").into_inner();
     assert!(there.inside);
     assert_eq!((there.lot.as_str(), there.gate), ("tiny", 2));
 
@@ -177,7 +204,10 @@ async fn a_contended_small_lot_never_overflows_while_the_leader_dies() {
                 if let Ok(r) = c.get_lot(GetLotRequest { lot: "small".into(), consistency: 0 }).await {
                     let r = r.into_inner();
                     let plates: BTreeSet<&str> = r.vehicles.iter().map(|v| v.plate.as_str()).collect();
-                    if r.occupied > r.capacity || plates.len() != r.vehicles.len() || r.occupied as usize != r.vehicles.len() {
+                    if r.occupied > r.capacity
+                        || plates.len() != r.vehicles.len()
+                        || r.occupied as usize != r.vehicles.len()
+                    {
                         violations.lock().expect("lock").push(format!("bad read: {r:?}"));
                     }
                 }
@@ -204,10 +234,8 @@ async fn a_contended_small_lot_never_overflows_while_the_leader_dies() {
                 }
                 let gate = 1 + (i + visit) % 2;
                 let entered = loop {
-                    let request = EnterRequest {
-                        request_id: format!("{plate}-in-{visit}"),
-                        ..enter("small", &plate, gate)
-                    };
+                    let request =
+                        EnterRequest { request_id: format!("{plate}-in-{visit}"), ..enter("small", &plate, gate) };
                     let mut req = tonic::Request::new(request);
                     req.set_timeout(Duration::from_secs(3));
                     match clients[at].clone().enter(req).await {
@@ -236,7 +264,8 @@ async fn a_contended_small_lot_never_overflows_while_the_leader_dies() {
                 }
                 tokio::time::sleep(Duration::from_millis(15)).await;
                 let left = loop {
-                    let request = ExitRequest { request_id: format!("{plate}-out-{visit}"), ..exit("small", &plate, gate) };
+                    let request =
+                        ExitRequest { request_id: format!("{plate}-out-{visit}"), ..exit("small", &plate, gate) };
                     let mut req = tonic::Request::new(request);
                     req.set_timeout(Duration::from_secs(3));
                     match clients[at].clone().exit(req).await {
@@ -299,5 +328,9 @@ async fn a_contended_small_lot_never_overflows_while_the_leader_dies() {
     assert!(violations.is_empty(), "invariant violations:\n{}", violations.join("\n"));
     assert!(end.occupied <= end.capacity);
     assert!(must.is_subset(&inside), "acknowledged cars missing: {:?}", must.difference(&inside).collect::<Vec<_>>());
-    assert!(inside.is_subset(&may), "cars inside that no client believes entered: {:?}", inside.difference(&may).collect::<Vec<_>>());
+    assert!(
+        inside.is_subset(&may),
+        "cars inside that no client believes entered: {:?}",
+        inside.difference(&may).collect::<Vec<_>>()
+    );
 }

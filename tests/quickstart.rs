@@ -120,7 +120,8 @@ fn the_quickstart_runs_as_documented() {
     assert!(ok && out.contains("leader") && out.contains("follower"), "{out}");
     let (ok, out) = grpcurl(&["-plaintext", &n1, "grpc.health.v1.Health/Check"]);
     assert!(ok && out.contains("SERVING"), "{out}");
-    let (ok, out) = grpcurl(&["-plaintext", "-d", r#"{"name":"my count","delta":"1"}"#, &n1, "raftlot.v1.Counters/Add"]);
+    let (ok, out) =
+        grpcurl(&["-plaintext", "-d", r#"{"name":"my count","delta":"1"}"#, &n1, "raftlot.v1.Counters/Add"]);
     assert!(!ok && out.contains("InvalidArgument") && out.contains("name"), "{out}");
     interrupt_and_wait(child);
 

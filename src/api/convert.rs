@@ -22,9 +22,9 @@ pub fn consistency(value: i32) -> Result<Consistency, Error> {
 pub fn strong_mode(value: i32) -> Result<(), Error> {
     match pb::WriteMode::try_from(value) {
         Ok(pb::WriteMode::Unspecified | pb::WriteMode::Strong) => Ok(()),
-        Ok(pb::WriteMode::Eventual) => Err(Error::Unsupported(
-            "mode WRITE_MODE_EVENTUAL: the CRDT replica is not served by this build".into(),
-        )),
+        Ok(pb::WriteMode::Eventual) => {
+            Err(Error::Unsupported("mode WRITE_MODE_EVENTUAL: the CRDT replica is not served by this build".into()))
+        }
         Err(_) => Err(DomainError::invalid("mode", format!("unknown WriteMode value {value}")).into()),
     }
 }

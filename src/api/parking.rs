@@ -29,16 +29,18 @@ impl Parking for ParkingService {
         let request_id = RequestId::parse_optional(r.request_id).map_err(Error::from)?;
         let applied = self.node.write(Command::Enter { lot, plate, gate: r.gate }, request_id).await?;
         match applied.outcome.map_err(Error::from)? {
-            Reply::Entered { lot, plate, gate, occupied, capacity, entered_at_ms } => Ok(Response::new(pb::EnterReply {
-                lot,
-                plate,
-                gate,
-                occupied,
-                capacity,
-                entered_at_ms,
-                log_index: applied.index,
-                deduplicated: applied.deduplicated,
-            })),
+            Reply::Entered { lot, plate, gate, occupied, capacity, entered_at_ms } => {
+                Ok(Response::new(pb::EnterReply {
+                    lot,
+                    plate,
+                    gate,
+                    occupied,
+                    capacity,
+                    entered_at_ms,
+                    log_index: applied.index,
+                    deduplicated: applied.deduplicated,
+                }))
+            }
             other => Err(unexpected("an entry", other)),
         }
     }

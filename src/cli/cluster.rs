@@ -53,9 +53,8 @@ pub async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
     let mut members = BTreeMap::new();
     for id in 1..=args.nodes {
         let offset = u16::try_from(id - 1)?;
-        let port = |base: u16| {
-            base.checked_add(offset).with_context(|| format!("port {base} + {offset} is out of range"))
-        };
+        let port =
+            |base: u16| base.checked_add(offset).with_context(|| format!("port {base} + {offset} is out of range"));
         let client_addr = format!("{}:{}", args.host, port(args.client_port)?).parse()?;
         let peer_addr = format!("{}:{}", args.host, port(args.peer_port)?).parse()?;
         members.insert(id, Member { client_addr, peer_addr });
@@ -186,9 +185,10 @@ pub fn cheat_sheet(first: &SocketAddr, last: &SocketAddr) -> String {
   grpcurl -plaintext -d '{{"name":"mycount"}}' {first} raftlot.v1.Counters/Get
   grpcurl -plaintext -d '{{"name":"mycount","consistency":"READ_CONSISTENCY_LOCAL"}}' {last} raftlot.v1.Counters/Get
   grpcurl -plaintext {first} raftlot.v1.Counters/List
+  grpcurl -plaintext -d '{{"lot":"main","plate":"AB-123","gate":1}}' {last} raftlot.v1.Parking/Enter
+  grpcurl -plaintext -d '{{"lot":"main"}}' {first} raftlot.v1.Parking/GetLot
   grpcurl -plaintext {first} raftlot.v1.Cluster/Status
   grpcurl -plaintext {first} grpc.health.v1.Health/Check
 "#
     )
 }
-

@@ -7,9 +7,8 @@ use crate::pb::v1::cluster_client::ClusterClient;
 use crate::pb::v1::{StatusReply, StatusRequest};
 
 pub async fn fetch_status(endpoint: &str) -> anyhow::Result<StatusReply> {
-    let mut client = ClusterClient::connect(endpoint.to_string())
-        .await
-        .with_context(|| format!("cannot connect to {endpoint}"))?;
+    let mut client =
+        ClusterClient::connect(endpoint.to_string()).await.with_context(|| format!("cannot connect to {endpoint}"))?;
     Ok(client.status(StatusRequest {}).await?.into_inner())
 }
 

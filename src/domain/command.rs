@@ -8,13 +8,30 @@ use super::{CounterName, DomainError, Lot, LotName, LotSpec, Plate, RequestId, V
 /// A state change a client asked for, already validated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    Add { name: CounterName, delta: i64 },
+    Add {
+        name: CounterName,
+        delta: i64,
+    },
     /// Creates or resizes a lot.
-    ConfigureLot { lot: LotName, spec: LotSpec },
+    ConfigureLot {
+        lot: LotName,
+        spec: LotSpec,
+    },
     /// Creates a lot only if it does not exist: how start-up lots (`--lot`) are made idempotently.
-    EnsureLot { lot: LotName, spec: LotSpec },
-    Enter { lot: LotName, plate: Plate, gate: u32 },
-    Exit { lot: LotName, plate: Plate, gate: u32 },
+    EnsureLot {
+        lot: LotName,
+        spec: LotSpec,
+    },
+    Enter {
+        lot: LotName,
+        plate: Plate,
+        gate: u32,
+    },
+    Exit {
+        lot: LotName,
+        plate: Plate,
+        gate: u32,
+    },
 }
 
 /// One Raft log entry's payload. `at_ms` is the leader's wall clock at proposal time; it travels in
@@ -36,7 +53,9 @@ impl std::fmt::Display for Proposal {
             Command::Enter { lot, plate, gate } => {
                 write!(f, "{} enters {} at gate {gate}", plate.as_str(), lot.as_str())?
             }
-            Command::Exit { lot, plate, gate } => write!(f, "{} exits {} at gate {gate}", plate.as_str(), lot.as_str())?,
+            Command::Exit { lot, plate, gate } => {
+                write!(f, "{} exits {} at gate {gate}", plate.as_str(), lot.as_str())?
+            }
         }
         if let Some(id) = &self.request_id {
             write!(f, " (request {})", id.as_str())?;
@@ -48,10 +67,31 @@ impl std::fmt::Display for Proposal {
 /// The successful answer to a command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reply {
-    Added { name: String, value: i64 },
-    LotConfigured { lot: String, spec: LotSpec, created: bool },
-    Entered { lot: String, plate: String, gate: u32, occupied: u32, capacity: u32, entered_at_ms: u64 },
-    Exited { lot: String, plate: String, gate: u32, occupied: u32, capacity: u32, parked_ms: u64 },
+    Added {
+        name: String,
+        value: i64,
+    },
+    LotConfigured {
+        lot: String,
+        spec: LotSpec,
+        created: bool,
+    },
+    Entered {
+        lot: String,
+        plate: String,
+        gate: u32,
+        occupied: u32,
+        capacity: u32,
+        entered_at_ms: u64,
+    },
+    Exited {
+        lot: String,
+        plate: String,
+        gate: u32,
+        occupied: u32,
+        capacity: u32,
+        parked_ms: u64,
+    },
     /// A log entry that carries no command (a leader's blank entry or a membership change).
     Nothing,
 }

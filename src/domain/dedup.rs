@@ -41,10 +41,7 @@ impl Dedup {
         }
         let mut evicted = Vec::new();
         while let Some(front) = self.order.front() {
-            let expired = self
-                .entries
-                .get(front)
-                .is_none_or(|e| now.saturating_sub(e.at_ms) > DEDUP_RETENTION_MS);
+            let expired = self.entries.get(front).is_none_or(|e| now.saturating_sub(e.at_ms) > DEDUP_RETENTION_MS);
             if !expired && self.order.len() <= DEDUP_MAX_ENTRIES {
                 break;
             }

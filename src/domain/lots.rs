@@ -25,9 +25,14 @@ impl Plate {
         }
         let chars = normalised.chars().count();
         if chars > MAX_PLATE_CHARS {
-            return Err(DomainError::invalid("plate", format!("is {chars} characters, the limit is {MAX_PLATE_CHARS}")));
+            return Err(DomainError::invalid(
+                "plate",
+                format!("is {chars} characters, the limit is {MAX_PLATE_CHARS}"),
+            ));
         }
-        if let Some(bad) = normalised.chars().find(|c| !(c.is_ascii_uppercase() || c.is_ascii_digit() || *c == ' ' || *c == '-')) {
+        if let Some(bad) =
+            normalised.chars().find(|c| !(c.is_ascii_uppercase() || c.is_ascii_digit() || *c == ' ' || *c == '-'))
+        {
             return Err(DomainError::invalid("plate", format!("contains {bad:?}; allowed are A-Z 0-9, space and -")));
         }
         Ok(Plate(normalised))

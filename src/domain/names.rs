@@ -12,19 +12,10 @@ fn check_token(field: &str, value: &str) -> Result<(), DomainError> {
         return Err(DomainError::invalid(field, "must not be empty"));
     }
     if value.len() > MAX_NAME_BYTES {
-        return Err(DomainError::invalid(
-            field,
-            format!("is {} bytes, the limit is {MAX_NAME_BYTES}", value.len()),
-        ));
+        return Err(DomainError::invalid(field, format!("is {} bytes, the limit is {MAX_NAME_BYTES}", value.len())));
     }
-    if let Some(bad) = value
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')))
-    {
-        return Err(DomainError::invalid(
-            field,
-            format!("contains {bad:?}; allowed are A-Z a-z 0-9 . _ : -"),
-        ));
+    if let Some(bad) = value.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))) {
+        return Err(DomainError::invalid(field, format!("contains {bad:?}; allowed are A-Z a-z 0-9 . _ : -")));
     }
     Ok(())
 }

@@ -67,11 +67,8 @@ impl State {
 
     fn add(&mut self, name: &str, delta: i64, touched: &mut Vec<Key>) -> Result<Reply, DomainError> {
         let value = self.counters.get(name).copied().unwrap_or(0);
-        let new = value.checked_add(delta).ok_or_else(|| DomainError::Overflow {
-            name: name.to_string(),
-            value,
-            delta,
-        })?;
+        let new =
+            value.checked_add(delta).ok_or_else(|| DomainError::Overflow { name: name.to_string(), value, delta })?;
         self.counters.insert(name.to_string(), new);
         touched.push(Key::Counter(name.to_string()));
         Ok(Reply::Added { name: name.to_string(), value: new })
@@ -165,9 +162,7 @@ impl State {
                 Some(v) => QueryReply::Counter { value: *v, exists: true },
                 None => QueryReply::Counter { value: 0, exists: false },
             },
-            Query::Counters => {
-                QueryReply::Counters(self.counters.iter().map(|(k, v)| (k.clone(), *v)).collect())
-            }
+            Query::Counters => QueryReply::Counters(self.counters.iter().map(|(k, v)| (k.clone(), *v)).collect()),
             Query::Lot(name) => QueryReply::Lot(self.lots.get(name.as_str()).cloned()),
             Query::Vehicle(plate) => QueryReply::Vehicle(self.plates.get(plate).and_then(|lot| {
                 let vehicle = self.lots.get(lot)?.vehicles.get(plate)?;

@@ -101,10 +101,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(i) => Bound::Excluded(index_key(*i)),
             Bound::Unbounded => Bound::Unbounded,
         };
-        self.log
-            .range::<[u8; 8], _>((start, end))
-            .map(|kv| decode(&kv.map_err(io_err)?.1))
-            .collect()
+        self.log.range::<[u8; 8], _>((start, end)).map(|kv| decode(&kv.map_err(io_err)?.1)).collect()
     }
 
     async fn read_vote(&mut self) -> io::Result<Option<Vote>> {

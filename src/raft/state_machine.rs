@@ -90,15 +90,10 @@ impl StateMachine {
         let (meta, data) = {
             let applied = self.read();
             let data = encode(&SnapshotBody { state: applied.state.clone() })?;
-            let meta = SnapshotMeta {
-                last_log_id: applied.last_applied,
-                last_membership: applied.membership.clone(),
-            };
+            let meta = SnapshotMeta { last_log_id: applied.last_applied, last_membership: applied.membership.clone() };
             (meta, data)
         };
-        self.snapshots
-            .insert(CURRENT_SNAPSHOT, encode(&(&meta, &data))?)
-            .map_err(io_err)?;
+        self.snapshots.insert(CURRENT_SNAPSHOT, encode(&(&meta, &data))?).map_err(io_err)?;
         Ok(Snapshot { meta, snapshot: data })
     }
 }
@@ -181,9 +176,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         batch.insert(LAST_APPLIED, encode(&meta.last_log_id)?);
         batch.insert(MEMBERSHIP, encode(&meta.last_membership)?);
         self.sm.apply_batch(batch).map_err(io_err)?;
-        self.snapshots
-            .insert(CURRENT_SNAPSHOT, encode(&(meta, &snapshot))?)
-            .map_err(io_err)?;
+        self.snapshots.insert(CURRENT_SNAPSHOT, encode(&(meta, &snapshot))?).map_err(io_err)?;
         let mut applied = self.write();
         applied.state = body.state;
         applied.last_applied = meta.last_log_id;

@@ -74,8 +74,7 @@ impl TestCluster {
                 (id, client, peer)
             })
             .collect();
-        let peers =
-            addrs.iter().map(|(id, c, p)| format!("{id}={c}/{p}")).collect::<Vec<_>>().join(",");
+        let peers = addrs.iter().map(|(id, c, p)| format!("{id}={c}/{p}")).collect::<Vec<_>>().join(",");
         let mut nodes = BTreeMap::new();
         for (id, client_addr, _) in &addrs {
             let channel = Endpoint::from_shared(format!("http://{client_addr}"))
