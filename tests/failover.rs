@@ -4,7 +4,7 @@
 mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{eventually, TestCluster, WAIT};
@@ -19,6 +19,10 @@ struct Tally {
     acked: AtomicU64,
     unknown: AtomicU64,
     retries: AtomicU64,
+    /// When the leader was killed, and the first acknowledgement of a request sent after that: the
+    /// client-visible write gap.
+    killed_at: Mutex<Option<Instant>>,
+    gap: Mutex<Option<Duration>>,
 }
 
 /// 1. three nodes, six writers spread over every node; 2. after 200 acknowledged adds, SIGKILL the
@@ -51,7 +55,12 @@ async fn killing_the_leader_under_load_loses_no_acknowledged_add() {
                     }
                     let mut req = tonic::Request::new(request.clone());
                     req.set_timeout(Duration::from_secs(3));
+                    let sent_after_kill = *tally.killed_at.lock().expect("lock");
                     if client.add(req).await.is_ok() {
+                        if let Some(killed) = sent_after_kill {
+                            let mut gap = tally.gap.lock().expect("lock");
+                            gap.get_or_insert_with(|| killed.elapsed());
+                        }
                         acked = true;
                         break;
                     }
@@ -73,8 +82,9 @@ async fn killing_the_leader_under_load_loses_no_acknowledged_add() {
     })
     .await;
     let acked_at_kill = tally.acked.load(Ordering::Relaxed);
-    let killed_at = Instant::now();
     cluster.kill(leader);
+    let killed_at = Instant::now();
+    *tally.killed_at.lock().expect("lock") = Some(killed_at);
     eventually("200 more acknowledged adds after the kill", Duration::from_secs(30), || async {
         (tally.acked.load(Ordering::Relaxed) >= acked_at_kill + 200).then_some(())
     })
@@ -92,8 +102,9 @@ async fn killing_the_leader_under_load_loses_no_acknowledged_add() {
     let value = cluster.get(new_leader, "hits", ReadConsistency::Linearizable).await.expect("final read") as u64;
     println!(
         "leader {leader} killed; {acked} acknowledged, {unknown} unknown, {} retries; value {value}; \
-         200 acks after the kill within {recovered_after:?}",
-        tally.retries.load(Ordering::Relaxed)
+         write gap {:?}; 200 acks after the kill within {recovered_after:?}",
+        tally.retries.load(Ordering::Relaxed),
+        tally.gap.lock().expect("lock").expect("a write was acknowledged after the kill"),
     );
     assert!(value >= acked, "an acknowledged add was lost: value {value} < acked {acked}");
     assert!(value <= acked + unknown, "an add was applied twice: value {value} > acked {acked} + unknown {unknown}");
