@@ -40,6 +40,7 @@ where
 
 struct TestNode {
     client_addr: SocketAddr,
+    peer_addr: SocketAddr,
     data_dir: PathBuf,
     log: PathBuf,
     child: Option<Child>,
@@ -76,13 +77,14 @@ impl TestCluster {
             .collect();
         let peers = addrs.iter().map(|(id, c, p)| format!("{id}={c}/{p}")).collect::<Vec<_>>().join(",");
         let mut nodes = BTreeMap::new();
-        for (id, client_addr, _) in &addrs {
+        for (id, client_addr, peer_addr) in &addrs {
             let channel = Endpoint::from_shared(format!("http://{client_addr}"))
                 .expect("endpoint")
                 .connect_timeout(Duration::from_millis(500))
                 .connect_lazy();
             let node = TestNode {
                 client_addr: *client_addr,
+                peer_addr: *peer_addr,
                 data_dir: dir.path().join(format!("node-{id}")),
                 log: dir.path().join(format!("node-{id}.log")),
                 child: None,
@@ -104,6 +106,10 @@ impl TestCluster {
 
     pub fn client_addr(&self, id: u64) -> SocketAddr {
         self.nodes[&id].client_addr
+    }
+
+    pub fn peer_addr(&self, id: u64) -> SocketAddr {
+        self.nodes[&id].peer_addr
     }
 
     pub fn counters(&self, id: u64) -> CountersClient<Channel> {
