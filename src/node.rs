@@ -117,11 +117,15 @@ fn now_ms() -> u64 {
 }
 
 impl Node {
+    /// A member's addresses from the current membership, read under the metrics borrow rather than
+    /// by cloning the whole metrics: this runs on every forwarded request.
+    fn member(&self, id: NodeId) -> Option<PeerNode> {
+        self.raft.metrics().borrow_watched().membership_config.membership().get_node(&id).cloned()
+    }
+
     fn leader_hint(&self, leader: Option<NodeId>) -> Option<LeaderHint> {
         let id = leader?;
-        let metrics = self.raft.metrics().borrow_watched().clone();
-        let node = metrics.membership_config.membership().get_node(&id)?.clone();
-        Some(LeaderHint { id, client_addr: node.client_addr })
+        Some(LeaderHint { id, client_addr: self.member(id)?.client_addr })
     }
 
     fn not_leader(&self, leader: Option<NodeId>) -> Error {
@@ -160,12 +164,16 @@ impl Node {
     }
 
     fn read_local(&self, query: &Query, consistency: Consistency) -> ReadResult {
-        let metrics = self.raft.metrics().borrow_watched().clone();
+        let (leader_id, term) = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow_watched();
+            (m.current_leader, m.current_term)
+        };
         let applied = self.sm.read();
         let reply = applied.state.query(query);
         let applied_index = applied.last_applied.as_ref().map_or(0, |id| id.index);
         drop(applied);
-        let staleness_ms = if metrics.current_leader == Some(self.id) {
+        let staleness_ms = if leader_id == Some(self.id) {
             0
         } else {
             let now = self.started.elapsed().as_millis() as u64;
@@ -173,14 +181,7 @@ impl Node {
         };
         ReadResult {
             reply,
-            meta: ReadMeta {
-                served_by: self.id,
-                leader_id: metrics.current_leader,
-                term: metrics.current_term,
-                applied_index,
-                consistency,
-                staleness_ms,
-            },
+            meta: ReadMeta { served_by: self.id, leader_id, term, applied_index, consistency, staleness_ms },
         }
     }
 
@@ -216,7 +217,7 @@ impl Node {
     }
 
     async fn forward(&self, leader: NodeId, request: Forwarded, deadline: tokio::time::Instant) -> Attempt {
-        let Some(hint) = self.peer_of(leader) else {
+        let Some(hint) = self.member(leader) else {
             return Attempt::Retry(self.not_leader(Some(leader)));
         };
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -241,11 +242,6 @@ impl Node {
                 self.leader_hint(Some(leader)),
             ))),
         }
-    }
-
-    fn peer_of(&self, id: NodeId) -> Option<PeerNode> {
-        let metrics = self.raft.metrics().borrow_watched().clone();
-        metrics.membership_config.membership().get_node(&id).cloned()
     }
 
     /// Executes a forwarded request here, never forwarding it again (so no request can loop).
@@ -303,7 +299,7 @@ impl Node {
     /// This node's own view, for `NodeInfo` and `Cluster/Status`.
     pub fn view(&self) -> NodeView {
         let metrics = self.raft.metrics().borrow_watched().clone();
-        let me = metrics.membership_config.membership().get_node(&self.id).cloned().unwrap_or_default();
+        let me = self.member(self.id).unwrap_or_default();
         NodeView {
             id: self.id,
             client_addr: me.client_addr,

@@ -19,14 +19,25 @@ fn unexpected(what: &str, reply: impl std::fmt::Debug) -> Status {
     Error::internal(format!("{what} was answered with {reply:?}")).into()
 }
 
+/// Validates the fields Enter and Exit share, in the order a client reads them. The gate is checked
+/// at apply time, against the lot's configuration as of that log position.
+fn gate_event(
+    lot: String,
+    plate: &str,
+    mode: i32,
+    request_id: String,
+) -> Result<(LotName, Plate, Option<RequestId>), Error> {
+    let lot = LotName::parse(lot)?;
+    let plate = Plate::parse(plate)?;
+    convert::strong_mode(mode)?;
+    Ok((lot, plate, RequestId::parse_optional(request_id)?))
+}
+
 #[tonic::async_trait]
 impl Parking for ParkingService {
     async fn enter(&self, request: Request<pb::EnterRequest>) -> Result<Response<pb::EnterReply>, Status> {
         let r = request.into_inner();
-        let lot = LotName::parse(r.lot).map_err(Error::from)?;
-        let plate = Plate::parse(&r.plate).map_err(Error::from)?;
-        convert::strong_mode(r.mode)?;
-        let request_id = RequestId::parse_optional(r.request_id).map_err(Error::from)?;
+        let (lot, plate, request_id) = gate_event(r.lot, &r.plate, r.mode, r.request_id)?;
         let applied = self.node.write(Command::Enter { lot, plate, gate: r.gate }, request_id).await?;
         match applied.outcome.map_err(Error::from)? {
             Reply::Entered { lot, plate, gate, occupied, capacity, entered_at_ms } => {
@@ -47,10 +58,7 @@ impl Parking for ParkingService {
 
     async fn exit(&self, request: Request<pb::ExitRequest>) -> Result<Response<pb::ExitReply>, Status> {
         let r = request.into_inner();
-        let lot = LotName::parse(r.lot).map_err(Error::from)?;
-        let plate = Plate::parse(&r.plate).map_err(Error::from)?;
-        convert::strong_mode(r.mode)?;
-        let request_id = RequestId::parse_optional(r.request_id).map_err(Error::from)?;
+        let (lot, plate, request_id) = gate_event(r.lot, &r.plate, r.mode, r.request_id)?;
         let applied = self.node.write(Command::Exit { lot, plate, gate: r.gate }, request_id).await?;
         match applied.outcome.map_err(Error::from)? {
             Reply::Exited { lot, plate, gate, occupied, capacity, parked_ms } => Ok(Response::new(pb::ExitReply {
