@@ -43,6 +43,12 @@ pub struct ServeArgs {
     /// Peer gRPC listen address [default: this node's peer address in --peers].
     #[arg(long, env = "RAFTLOT_PEER_LISTEN")]
     pub peer_listen: Option<SocketAddr>,
+    /// HTTP listen address for /ping, /config, /counter/{name} routes and the like; off when unset.
+    #[arg(long, env = "RAFTLOT_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
+    /// How often eventual writes are gossiped to each peer, e.g. 50ms or 1s.
+    #[arg(long, env = "RAFTLOT_GOSSIP_INTERVAL", default_value = "50ms")]
+    pub gossip_interval: String,
     /// Where sled keeps the vote, the log, the state machine and snapshots.
     #[arg(long, env = "RAFTLOT_DATA_DIR")]
     pub data_dir: PathBuf,
@@ -84,6 +90,9 @@ pub struct ClusterArgs {
     /// Node N's peer gRPC port is PEER_PORT + N - 1.
     #[arg(long, default_value_t = 50061)]
     pub peer_port: u16,
+    /// Node N's HTTP port is HTTP_PORT + N - 1.
+    #[arg(long, default_value_t = 8081)]
+    pub http_port: u16,
     /// Shared secret for peer RPCs, passed to every node through its environment.
     #[arg(long, env = "RAFTLOT_CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
@@ -113,6 +122,8 @@ pub struct Config {
     pub members: BTreeMap<u64, Member>,
     pub listen: SocketAddr,
     pub peer_listen: SocketAddr,
+    pub http_listen: Option<SocketAddr>,
+    pub gossip_interval: Duration,
     pub data_dir: PathBuf,
     pub cluster_secret: Option<String>,
     pub heartbeat: Duration,
@@ -171,6 +182,24 @@ pub fn parse_lot(spec: &str) -> Result<(LotName, LotSpec), ConfigError> {
     Ok((name, lot))
 }
 
+/// Parses a duration given as milliseconds with an `ms` or `s` unit (`50ms`, `1s`); a bare number
+/// means milliseconds.
+pub fn parse_duration(flag: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    let value = value.trim();
+    let (digits, scale) = match value.strip_suffix("ms") {
+        Some(d) => (d, 1),
+        None => match value.strip_suffix('s') {
+            Some(d) => (d, 1000),
+            None => (value, 1),
+        },
+    };
+    let n: u64 = digits.trim().parse().map_err(|_| bad(flag, format!("{value:?} is not a duration like 50ms or 1s")))?;
+    if n == 0 {
+        return Err(bad(flag, "must be above zero"));
+    }
+    Ok(Duration::from_millis(n.saturating_mul(scale)))
+}
+
 /// Formats members back into the `--peers` syntax.
 pub fn format_peers(members: &BTreeMap<u64, Member>) -> String {
     members.iter().map(|(id, m)| format!("{id}={}/{}", m.client_addr, m.peer_addr)).collect::<Vec<_>>().join(",")
@@ -202,6 +231,8 @@ impl TryFrom<ServeArgs> for Config {
             id: args.id,
             listen: args.listen.unwrap_or(me.client_addr),
             peer_listen: args.peer_listen.unwrap_or(me.peer_addr),
+            http_listen: args.http_listen,
+            gossip_interval: parse_duration("--gossip-interval", &args.gossip_interval)?,
             members,
             data_dir: args.data_dir,
             cluster_secret: args.cluster_secret,
@@ -229,6 +260,16 @@ mod tests {
         }
         let twice = "1=127.0.0.1:1/127.0.0.1:2,1=127.0.0.1:3/127.0.0.1:4";
         assert!(parse_peers(twice).unwrap_err().to_string().contains("twice"));
+    }
+
+    #[test]
+    fn durations_take_ms_or_s() {
+        assert_eq!(parse_duration("--x", "50ms").unwrap(), Duration::from_millis(50));
+        assert_eq!(parse_duration("--x", "2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("--x", "75").unwrap(), Duration::from_millis(75));
+        for bad in ["", "0ms", "fast", "-5ms", "1h"] {
+            assert!(parse_duration("--x", bad).is_err(), "{bad:?} should be refused");
+        }
     }
 
     #[test]

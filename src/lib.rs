@@ -25,6 +25,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod crdt;
 pub mod domain;
 pub mod error;
 pub mod node;

@@ -16,10 +16,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::crdt::gossip::{GossipAck, GossipLag, GossipMessage};
 use crate::domain::{Applied, Command, LotName, LotSpec, Proposal, Query, QueryReply, RequestId};
 use crate::error::{Error, LeaderHint, Result};
 use crate::raft::log_store::LogStore;
-use crate::raft::network::{from_blob, to_blob, CallError, NetworkFactory, PeerClients};
+use crate::raft::network::{from_blob, to_blob, CallError, Faults, NetworkFactory, PeerClients};
+use crate::raft::replica::EventualReplica;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::{NodeId, PeerNode, Raft};
 
@@ -29,6 +31,14 @@ pub enum Consistency {
     Linearizable,
     Lease,
     Local,
+    Eventual,
+}
+
+/// How a write is made durable. See the README's consistency table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    Strong,
+    Eventual,
 }
 
 /// Where and how a read was served.
@@ -83,6 +93,27 @@ pub struct NodeView {
     pub leader_id: Option<NodeId>,
     pub snapshot_index: u64,
     pub purged_index: u64,
+    pub gossip: Vec<GossipLag>,
+}
+
+impl NodeView {
+    /// A member that did not answer.
+    fn unreachable(id: NodeId, member: PeerNode) -> Self {
+        NodeView {
+            id,
+            client_addr: member.client_addr,
+            peer_addr: member.peer_addr,
+            role: "unreachable".to_string(),
+            term: 0,
+            last_log_index: 0,
+            applied_index: 0,
+            matched_index: None,
+            leader_id: None,
+            snapshot_index: 0,
+            purged_index: 0,
+            gossip: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -97,6 +128,7 @@ pub struct Node {
     pub id: NodeId,
     pub raft: Raft,
     sm: StateMachine,
+    replica: Arc<EventualReplica>,
     peers: PeerClients,
     request_timeout: Duration,
     started: Instant,
@@ -152,9 +184,18 @@ impl Node {
         }
     }
 
-    /// Reads at the asked consistency. LOCAL is served here; stronger levels by the leader.
+    /// Applies a write in the asked mode and returns its outcome; see [`Node::write`] for STRONG.
+    pub async fn write_in(&self, mode: WriteMode, command: Command, request_id: Option<RequestId>) -> Result<Applied> {
+        match mode {
+            WriteMode::Strong => self.write(command, request_id).await,
+            WriteMode::Eventual => self.replica.write(&command, request_id).await,
+        }
+    }
+
+    /// Reads at the asked consistency. LOCAL and EVENTUAL are served here; stronger levels by the
+    /// leader.
     pub async fn read(&self, query: Query, consistency: Consistency) -> Result<ReadResult> {
-        if consistency == Consistency::Local {
+        if matches!(consistency, Consistency::Local | Consistency::Eventual) {
             return Ok(self.read_local(&query, consistency));
         }
         match self.route(Forwarded::Read { query, consistency }).await? {
@@ -169,10 +210,14 @@ impl Node {
             let m = metrics.borrow_watched();
             (m.current_leader, m.current_term)
         };
-        let applied = self.sm.read();
-        let reply = applied.state.query(query);
-        let applied_index = applied.last_applied.as_ref().map_or(0, |id| id.index);
-        drop(applied);
+        let (reply, applied_index) = {
+            let applied = self.sm.read();
+            let index = applied.last_applied.as_ref().map_or(0, |id| id.index);
+            match consistency {
+                Consistency::Eventual => (self.replica.query(query), index),
+                _ => (applied.state.query(query), index),
+            }
+        };
         let staleness_ms = if leader_id == Some(self.id) {
             0
         } else {
@@ -227,7 +272,7 @@ impl Node {
             Err(e) => return Attempt::Done(Err(Error::internal(e))),
         };
         let req = self.peers.request(blob, remaining);
-        match self.peers.call(&hint.peer_addr, remaining, |mut c| async move { c.forward(req).await }).await {
+        match self.peers.call(leader, &hint.peer_addr, remaining, |mut c| async move { c.forward(req).await }).await {
             Ok(reply) => match from_blob::<Result<ForwardedReply>>(&reply) {
                 // The leader lost leadership before executing: nothing happened, try the new one.
                 Ok(Err(e @ Error::NotLeader { .. })) => Attempt::Retry(e),
@@ -312,6 +357,52 @@ impl Node {
             leader_id: metrics.current_leader,
             snapshot_index: metrics.snapshot.as_ref().map_or(0, |id| id.index),
             purged_index: metrics.purged.as_ref().map_or(0, |id| id.index),
+            gossip: self.replica.lag(self.peer_members().into_iter().map(|(id, _)| id)),
+        }
+    }
+
+    /// The leader, the term and every member, as this node knows them.
+    pub fn membership(&self) -> (Option<NodeId>, u64, Vec<(NodeId, PeerNode)>) {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        let members = m.membership_config.membership().nodes().map(|(id, n)| (*id, n.clone())).collect();
+        (m.current_leader, m.current_term, members)
+    }
+
+    /// Every other member with its peer address.
+    fn peer_members(&self) -> Vec<(NodeId, String)> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        m.membership_config
+            .membership()
+            .nodes()
+            .filter(|(id, _)| **id != self.id)
+            .map(|(id, n)| (*id, n.peer_addr.clone()))
+            .collect()
+    }
+
+    /// Merges a peer's gossip into the eventual replica.
+    pub fn receive_gossip(&self, message: &GossipMessage) -> Result<GossipAck> {
+        self.replica.receive(message)
+    }
+
+    /// Sends `peer` what it lacks of this node's eventual writes, if anything.
+    async fn gossip_to(&self, peer: NodeId, addr: &str) {
+        let Some(message) = self.replica.outgoing(peer) else { return };
+        let upto = message.upto;
+        // A whole state may be large; a delta group is small and late ones are simply resent.
+        let timeout = Duration::from_millis(if message.full { 5_000 } else { 1_000 });
+        let blob = match to_blob(&message) {
+            Ok(b) => b,
+            Err(e) => return tracing::warn!(peer, "cannot encode gossip: {e}"),
+        };
+        let req = self.peers.request(blob, timeout);
+        match self.peers.call(peer, addr, timeout, |mut c| async move { c.gossip(req).await }).await {
+            Ok(reply) => match from_blob::<GossipAck>(&reply) {
+                Ok(ack) => self.replica.acked(peer, upto, ack),
+                Err(e) => tracing::warn!(peer, "bad gossip ack: {e}"),
+            },
+            Err(e) => tracing::debug!(peer, "gossip not delivered: {e}"),
         }
     }
 
@@ -324,11 +415,10 @@ impl Node {
             if id == self.id {
                 return self.view();
             }
-            let req = self.peers.request(crate::pb::peer::NodeInfoRequest {}, Duration::from_millis(300));
-            let info = self
-                .peers
-                .call(&node.peer_addr, Duration::from_millis(300), |mut c| async move { c.node_info(req).await })
-                .await;
+            let timeout = Duration::from_millis(300);
+            let req = self.peers.request(crate::pb::peer::NodeInfoRequest {}, timeout);
+            let info =
+                self.peers.call(id, &node.peer_addr, timeout, |mut c| async move { c.node_info(req).await }).await;
             match info {
                 Ok(i) => NodeView {
                     id,
@@ -342,20 +432,18 @@ impl Node {
                     leader_id: (i.leader_id != 0).then_some(i.leader_id),
                     snapshot_index: i.snapshot_index,
                     purged_index: i.purged_index,
+                    gossip: i
+                        .gossip
+                        .into_iter()
+                        .map(|g| GossipLag {
+                            peer: g.peer_id,
+                            pending: g.pending_deltas,
+                            needs_full: g.needs_full_sync,
+                            since_ack_ms: g.since_ack_ms,
+                        })
+                        .collect(),
                 },
-                Err(_) => NodeView {
-                    id,
-                    client_addr: node.client_addr,
-                    peer_addr: node.peer_addr,
-                    role: "unreachable".to_string(),
-                    term: 0,
-                    last_log_index: 0,
-                    applied_index: 0,
-                    matched_index: None,
-                    leader_id: None,
-                    snapshot_index: 0,
-                    purged_index: 0,
-                },
+                Err(_) => NodeView::unreachable(id, node),
             }
         });
         let mut nodes = futures::future::join_all(lookups).await;
@@ -367,6 +455,49 @@ impl Node {
             }
         }
         ClusterView { served_by: self.id, leader_id: metrics.current_leader, term: metrics.current_term, nodes }
+    }
+}
+
+/// Runs anti-entropy: one task per peer, each sending what that peer lacks every `interval`, so a
+/// slow or unreachable peer never delays the others.
+async fn gossip(node: Arc<Node>, interval: Duration, stop: CancellationToken) {
+    let mut running: BTreeMap<NodeId, tokio::task::JoinHandle<()>> = BTreeMap::new();
+    loop {
+        let members = node.peer_members();
+        running.retain(|id, task| {
+            let member = members.iter().any(|(m, _)| m == id);
+            if !member {
+                task.abort();
+            }
+            member
+        });
+        for (id, addr) in members {
+            if running.get(&id).is_some_and(|t| !t.is_finished()) {
+                continue;
+            }
+            let (node, stop) = (node.clone(), stop.clone());
+            running.insert(
+                id,
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(interval);
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    loop {
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            _ = tick.tick() => node.gossip_to(id, &addr).await,
+                        }
+                    }
+                }),
+            );
+        }
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            // Membership changes are rare; looking once a second is plenty.
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+    for task in running.into_values() {
+        task.abort();
     }
 }
 
@@ -410,15 +541,35 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// The sockets a node serves on, bound before it starts (tests bind port 0).
+pub struct Listeners {
+    pub client: TcpListener,
+    pub peer: TcpListener,
+    pub http: Option<TcpListener>,
+}
+
+impl Listeners {
+    pub async fn bind(config: &Config) -> anyhow::Result<Self> {
+        let client = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen for clients on {}", config.listen))?;
+        let peer = TcpListener::bind(config.peer_listen)
+            .await
+            .with_context(|| format!("cannot listen for peers on {}", config.peer_listen))?;
+        let http = match config.http_listen {
+            Some(addr) => {
+                Some(TcpListener::bind(addr).await.with_context(|| format!("cannot listen for HTTP on {addr}"))?)
+            }
+            None => None,
+        };
+        Ok(Listeners { client, peer, http })
+    }
+}
+
 /// Binds the configured addresses and runs the node until `shutdown` resolves.
 pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
-    let client = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen for clients on {}", config.listen))?;
-    let peer = TcpListener::bind(config.peer_listen)
-        .await
-        .with_context(|| format!("cannot listen for peers on {}", config.peer_listen))?;
-    run(config, client, peer, shutdown).await
+    let listeners = Listeners::bind(&config).await?;
+    run(config, listeners, Faults::default(), shutdown).await
 }
 
 fn openraft_config(config: &Config) -> anyhow::Result<openraft::Config> {
@@ -441,11 +592,12 @@ fn openraft_config(config: &Config) -> anyhow::Result<openraft::Config> {
     Ok(raft_config.validate()?)
 }
 
-/// Runs a node on already-bound listeners until `shutdown` resolves; tests bind port 0.
+/// Runs a node on already-bound listeners until `shutdown` resolves. `faults` cuts peer links on
+/// demand; tests running several nodes in one process share one.
 pub async fn run(
     config: Config,
-    client_listener: TcpListener,
-    peer_listener: TcpListener,
+    listeners: Listeners,
+    faults: Faults,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
@@ -456,8 +608,9 @@ pub async fn run(
         .open()
         .with_context(|| format!("cannot open sled under {}", config.data_dir.display()))?;
     let log_store = LogStore::open(&db)?;
-    let sm = StateMachine::open(&db)?;
-    let peers = PeerClients::new(config.cluster_secret.clone());
+    let replica = Arc::new(EventualReplica::open(&db, config.id)?);
+    let sm = StateMachine::open(&db, replica.clone())?;
+    let peers = PeerClients::new(config.id, config.cluster_secret.clone(), faults);
     let raft = Raft::new(
         config.id,
         std::sync::Arc::new(openraft_config(&config)?),
@@ -485,6 +638,7 @@ pub async fn run(
         id: config.id,
         raft: raft.clone(),
         sm,
+        replica,
         peers,
         request_timeout: config.request_timeout,
         started: Instant::now(),
@@ -492,20 +646,31 @@ pub async fn run(
     });
 
     let stop = CancellationToken::new();
-    let client_addr: SocketAddr = client_listener.local_addr()?;
-    let peer_addr: SocketAddr = peer_listener.local_addr()?;
-    let client_task = tokio::spawn(crate::api::serve_client(node.clone(), client_listener, stop.clone()));
-    let peer_task =
-        tokio::spawn(crate::api::serve_peer(node.clone(), config.cluster_secret.clone(), peer_listener, stop.clone()));
+    let client_addr: SocketAddr = listeners.client.local_addr()?;
+    let peer_addr: SocketAddr = listeners.peer.local_addr()?;
+    let mut client_task = tokio::spawn(crate::api::serve_client(node.clone(), listeners.client, stop.clone()));
+    let mut peer_task = tokio::spawn(crate::api::serve_peer(
+        node.clone(),
+        config.cluster_secret.clone(),
+        listeners.peer,
+        stop.clone(),
+    ));
+    let mut http_task = match listeners.http {
+        Some(l) => {
+            tracing::info!(id = config.id, http_addr = %l.local_addr()?, "serving HTTP");
+            tokio::spawn(crate::api::serve_http(node.clone(), l, stop.clone()))
+        }
+        None => tokio::spawn(std::future::pending()),
+    };
     tracing::info!(id = config.id, %client_addr, %peer_addr, data_dir = %config.data_dir.display(), "node started");
     tokio::spawn(ensure_lots(node.clone(), config.lots.clone(), stop.clone()));
+    tokio::spawn(gossip(node.clone(), config.gossip_interval, stop.clone()));
 
-    let mut client_task = client_task;
-    let mut peer_task = peer_task;
     let early = tokio::select! {
         _ = shutdown => None,
         r = &mut client_task => Some(("client", r)),
         r = &mut peer_task => Some(("peer", r)),
+        r = &mut http_task => Some(("http", r)),
     };
     stop.cancel();
     if let Err(e) = raft.shutdown().await {

@@ -1,9 +1,12 @@
 //! The sled log store and state machine against openraft's own storage conformance suite.
 
+use std::sync::Arc;
+
 use openraft::testing::log::{StoreBuilder, Suite};
 use openraft::type_config::TypeConfigExt;
 use openraft::StorageError;
 use raftlot::raft::log_store::LogStore;
+use raftlot::raft::replica::EventualReplica;
 use raftlot::raft::state_machine::StateMachine;
 use raftlot::raft::TypeConfig;
 
@@ -15,7 +18,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Sle
         let dir = tempfile::TempDir::new().map_err(|e| fail(&e))?;
         let db = sled::Config::new().path(dir.path()).cache_capacity(8 << 20).open().map_err(|e| fail(&e))?;
         let log = LogStore::open(&db).map_err(|e| fail(&e))?;
-        let sm = StateMachine::open(&db).map_err(|e| fail(&e))?;
+        let replica = Arc::new(EventualReplica::open(&db, 1).map_err(|e| fail(&e))?);
+        let sm = StateMachine::open(&db, replica).map_err(|e| fail(&e))?;
         Ok((dir, log, sm))
     }
 }

@@ -3,7 +3,8 @@
 
 use crate::domain::DomainError;
 use crate::error::Error;
-use crate::node::{ClusterView, Consistency, NodeView, ReadMeta};
+use crate::crdt::gossip::GossipLag;
+use crate::node::{ClusterView, Consistency, NodeView, ReadMeta, WriteMode};
 use crate::pb::v1 as pb;
 
 pub fn consistency(value: i32) -> Result<Consistency, Error> {
@@ -11,21 +12,23 @@ pub fn consistency(value: i32) -> Result<Consistency, Error> {
         Ok(pb::ReadConsistency::Unspecified | pb::ReadConsistency::Linearizable) => Ok(Consistency::Linearizable),
         Ok(pb::ReadConsistency::Lease) => Ok(Consistency::Lease),
         Ok(pb::ReadConsistency::Local) => Ok(Consistency::Local),
-        Ok(pb::ReadConsistency::Eventual) => Err(Error::Unsupported(
-            "consistency READ_CONSISTENCY_EVENTUAL: the CRDT replica is not served by this build".into(),
-        )),
+        Ok(pb::ReadConsistency::Eventual) => Ok(Consistency::Eventual),
         Err(_) => Err(DomainError::invalid("consistency", format!("unknown ReadConsistency value {value}")).into()),
     }
 }
 
-/// Checks the write mode; only STRONG writes exist in this build.
-pub fn strong_mode(value: i32) -> Result<(), Error> {
+pub fn write_mode(value: i32) -> Result<WriteMode, Error> {
     match pb::WriteMode::try_from(value) {
-        Ok(pb::WriteMode::Unspecified | pb::WriteMode::Strong) => Ok(()),
-        Ok(pb::WriteMode::Eventual) => {
-            Err(Error::Unsupported("mode WRITE_MODE_EVENTUAL: the CRDT replica is not served by this build".into()))
-        }
+        Ok(pb::WriteMode::Unspecified | pb::WriteMode::Strong) => Ok(WriteMode::Strong),
+        Ok(pb::WriteMode::Eventual) => Ok(WriteMode::Eventual),
         Err(_) => Err(DomainError::invalid("mode", format!("unknown WriteMode value {value}")).into()),
+    }
+}
+
+pub fn write_mode_to_pb(mode: WriteMode) -> i32 {
+    match mode {
+        WriteMode::Strong => pb::WriteMode::Strong as i32,
+        WriteMode::Eventual => pb::WriteMode::Eventual as i32,
     }
 }
 
@@ -34,6 +37,7 @@ fn consistency_to_pb(c: Consistency) -> pb::ReadConsistency {
         Consistency::Linearizable => pb::ReadConsistency::Linearizable,
         Consistency::Lease => pb::ReadConsistency::Lease,
         Consistency::Local => pb::ReadConsistency::Local,
+        Consistency::Eventual => pb::ReadConsistency::Eventual,
     }
 }
 
@@ -64,6 +68,18 @@ impl From<NodeView> for pb::NodeStatus {
             leader_id: n.leader_id.unwrap_or(0),
             snapshot_index: n.snapshot_index,
             purged_index: n.purged_index,
+            gossip: n.gossip.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl From<GossipLag> for pb::GossipLag {
+    fn from(g: GossipLag) -> Self {
+        pb::GossipLag {
+            peer_id: g.peer,
+            pending_deltas: g.pending,
+            needs_full_sync: g.needs_full,
+            since_ack_ms: g.since_ack_ms,
         }
     }
 }

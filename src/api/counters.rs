@@ -20,15 +20,17 @@ impl Counters for CountersService {
     async fn add(&self, request: Request<pb::AddRequest>) -> Result<Response<pb::AddReply>, Status> {
         let r = request.into_inner();
         let name = CounterName::parse(r.name).map_err(Error::from)?;
-        convert::strong_mode(r.mode)?;
+        let mode = convert::write_mode(r.mode)?;
         let request_id = RequestId::parse_optional(r.request_id).map_err(Error::from)?;
-        let applied = self.node.write(Command::Add { name, delta: r.delta }, request_id).await?;
+        let applied = self.node.write_in(mode, Command::Add { name, delta: r.delta }, request_id).await?;
         match applied.outcome.map_err(Error::from)? {
             Reply::Added { name, value } => Ok(Response::new(pb::AddReply {
                 name,
                 value,
                 log_index: applied.index,
                 deduplicated: applied.deduplicated,
+                mode: convert::write_mode_to_pb(mode),
+                served_by: self.node.id,
             })),
             other => Err(Error::internal(format!("an add was answered with {other:?}")).into()),
         }

@@ -1,10 +1,12 @@
-//! gRPC servers: the public client port (Counters, Cluster, health, reflection) and the peer port.
+//! The servers: the public gRPC client port (Counters, Parking, Cluster, health, reflection), the
+//! peer port, and the HTTP routes.
 //! Each service validates its input, then calls the node; errors become a `tonic::Status` only
 //! through `crate::error`.
 
 mod cluster;
 mod convert;
 mod counters;
+mod http;
 mod parking;
 mod peer;
 
@@ -23,6 +25,8 @@ use crate::pb::v1::cluster_server::ClusterServer;
 use crate::pb::v1::counters_server::CountersServer;
 use crate::pb::v1::parking_server::ParkingServer;
 use crate::raft::network::MAX_PEER_MESSAGE;
+
+pub use http::serve as serve_http;
 
 /// Client requests are small; anything bigger than this is refused before it is decoded.
 const MAX_CLIENT_MESSAGE: usize = 1 << 20;

@@ -1,4 +1,4 @@
-//! `raftlot.v1.Parking`: lots, gates and plates on the strong path.
+//! `raftlot.v1.Parking`: lots, gates and plates, strong or eventual as each request asks.
 
 use std::sync::Arc;
 
@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 use super::convert;
 use crate::domain::{Command, LotName, LotSpec, Plate, Query, QueryReply, Reply, RequestId};
 use crate::error::Error;
-use crate::node::Node;
+use crate::node::{Node, WriteMode};
 use crate::pb::v1 as pb;
 use crate::pb::v1::parking_server::Parking;
 
@@ -26,19 +26,19 @@ fn gate_event(
     plate: &str,
     mode: i32,
     request_id: String,
-) -> Result<(LotName, Plate, Option<RequestId>), Error> {
+) -> Result<(LotName, Plate, WriteMode, Option<RequestId>), Error> {
     let lot = LotName::parse(lot)?;
     let plate = Plate::parse(plate)?;
-    convert::strong_mode(mode)?;
-    Ok((lot, plate, RequestId::parse_optional(request_id)?))
+    let mode = convert::write_mode(mode)?;
+    Ok((lot, plate, mode, RequestId::parse_optional(request_id)?))
 }
 
 #[tonic::async_trait]
 impl Parking for ParkingService {
     async fn enter(&self, request: Request<pb::EnterRequest>) -> Result<Response<pb::EnterReply>, Status> {
         let r = request.into_inner();
-        let (lot, plate, request_id) = gate_event(r.lot, &r.plate, r.mode, r.request_id)?;
-        let applied = self.node.write(Command::Enter { lot, plate, gate: r.gate }, request_id).await?;
+        let (lot, plate, mode, request_id) = gate_event(r.lot, &r.plate, r.mode, r.request_id)?;
+        let applied = self.node.write_in(mode, Command::Enter { lot, plate, gate: r.gate }, request_id).await?;
         match applied.outcome.map_err(Error::from)? {
             Reply::Entered { lot, plate, gate, occupied, capacity, entered_at_ms } => {
                 Ok(Response::new(pb::EnterReply {
@@ -50,6 +50,8 @@ impl Parking for ParkingService {
                     entered_at_ms,
                     log_index: applied.index,
                     deduplicated: applied.deduplicated,
+                    mode: convert::write_mode_to_pb(mode),
+                    served_by: self.node.id,
                 }))
             }
             other => Err(unexpected("an entry", other)),
@@ -58,8 +60,8 @@ impl Parking for ParkingService {
 
     async fn exit(&self, request: Request<pb::ExitRequest>) -> Result<Response<pb::ExitReply>, Status> {
         let r = request.into_inner();
-        let (lot, plate, request_id) = gate_event(r.lot, &r.plate, r.mode, r.request_id)?;
-        let applied = self.node.write(Command::Exit { lot, plate, gate: r.gate }, request_id).await?;
+        let (lot, plate, mode, request_id) = gate_event(r.lot, &r.plate, r.mode, r.request_id)?;
+        let applied = self.node.write_in(mode, Command::Exit { lot, plate, gate: r.gate }, request_id).await?;
         match applied.outcome.map_err(Error::from)? {
             Reply::Exited { lot, plate, gate, occupied, capacity, parked_ms } => Ok(Response::new(pb::ExitReply {
                 lot,
@@ -70,6 +72,8 @@ impl Parking for ParkingService {
                 parked_ms,
                 log_index: applied.index,
                 deduplicated: applied.deduplicated,
+                mode: convert::write_mode_to_pb(mode),
+                served_by: self.node.id,
             })),
             other => Err(unexpected("an exit", other)),
         }
@@ -85,7 +89,7 @@ impl Parking for ParkingService {
             QueryReply::Lot(None) => return Err(Status::not_found(format!("lot {} does not exist", name.as_str()))),
             other => return Err(unexpected("a lot read", other)),
         };
-        let occupied = lot.occupied();
+        let occupied = lot.vehicles.len() as u32;
         Ok(Response::new(pb::GetLotReply {
             lot: name.as_str().to_string(),
             capacity: lot.spec.capacity,
@@ -108,6 +112,8 @@ impl Parking for ParkingService {
                 .map(|(i, c)| pb::GateStats { gate: i as u32 + 1, entries: c.entries, exits: c.exits })
                 .collect(),
             meta: Some(result.meta.into()),
+            over_capacity: lot.over_capacity,
+            duplicates: lot.duplicates.iter().map(|p| p.as_str().to_string()).collect(),
         }))
     }
 

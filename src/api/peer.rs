@@ -77,6 +77,11 @@ impl RaftPeer for PeerService {
         encode(&self.node.execute_forwarded(request.get_ref()).await)
     }
 
+    async fn gossip(&self, request: Request<Blob>) -> Result<Response<Blob>, Status> {
+        let message = decode(request)?;
+        encode(&self.node.receive_gossip(&message)?)
+    }
+
     async fn node_info(&self, _request: Request<NodeInfoRequest>) -> Result<Response<NodeInfoReply>, Status> {
         let v = self.node.view();
         Ok(Response::new(NodeInfoReply {
@@ -88,6 +93,16 @@ impl RaftPeer for PeerService {
             leader_id: v.leader_id.unwrap_or(0),
             snapshot_index: v.snapshot_index,
             purged_index: v.purged_index,
+            gossip: v
+                .gossip
+                .into_iter()
+                .map(|g| crate::pb::peer::GossipLag {
+                    peer_id: g.peer,
+                    pending_deltas: g.pending,
+                    needs_full_sync: g.needs_full,
+                    since_ack_ms: g.since_ack_ms,
+                })
+                .collect(),
         }))
     }
 }

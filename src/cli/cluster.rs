@@ -67,7 +67,10 @@ pub async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
         std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
         let log_path = data_dir.join("node.log");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
-        let argv = vec![
+        let offset = u16::try_from(id - 1)?;
+        let http_port =
+            args.http_port.checked_add(offset).with_context(|| format!("HTTP port {} + {offset} is out of range", args.http_port))?;
+        let mut argv = vec![
             "serve".to_string(),
             "--id".to_string(),
             id.to_string(),
@@ -75,8 +78,9 @@ pub async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
             peers.clone(),
             "--data-dir".to_string(),
             data_dir.display().to_string(),
+            "--http-listen".to_string(),
+            format!("{}:{http_port}", args.host),
         ];
-        let mut argv = argv;
         for lot in &args.lots {
             argv.push("--lot".to_string());
             argv.push(lot.clone());

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{CounterName, DomainError, Lot, LotName, LotSpec, Plate, RequestId, Vehicle};
+use super::{CounterName, DomainError, LotName, LotSpec, LotView, Plate, RequestId, Vehicle};
 
 /// A state change a client asked for, already validated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,6 +127,6 @@ pub enum Query {
 pub enum QueryReply {
     Counter { value: i64, exists: bool },
     Counters(Vec<(String, i64)>),
-    Lot(Option<Lot>),
+    Lot(Option<LotView>),
     Vehicle(Option<(String, Vehicle)>),
 }

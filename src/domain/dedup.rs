@@ -22,7 +22,7 @@ pub struct DedupEntry {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub(super) struct Dedup {
+pub struct Dedup {
     entries: HashMap<RequestId, DedupEntry>,
     /// Insertion order, which is log order, so the front is always the oldest entry.
     order: VecDeque<RequestId>,
@@ -63,10 +63,6 @@ impl Dedup {
         self.order.iter().filter_map(|id| self.entries.get(id).map(|e| (id, e)))
     }
 
-    #[cfg(test)]
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
 }
 
 #[cfg(test)]
@@ -99,7 +95,7 @@ mod tests {
         for i in 0..DEDUP_MAX_ENTRIES + 5 {
             d.insert(id(&format!("r{i}")), entry(1));
         }
-        assert_eq!(d.len(), DEDUP_MAX_ENTRIES);
+        assert_eq!(d.iter().count(), DEDUP_MAX_ENTRIES);
         assert!(d.get(&id("r0")).is_none());
         assert!(d.get(&id(&format!("r{}", DEDUP_MAX_ENTRIES + 4))).is_some());
     }

@@ -44,7 +44,7 @@ impl Plate {
 }
 
 /// A lot's shape as a client configures it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct LotSpec {
     pub capacity: u32,
     pub gates: u32,
@@ -66,9 +66,12 @@ impl LotSpec {
 pub struct Vehicle {
     pub gate: u32,
     pub entered_at_ms: u64,
+    /// The log index of the entry; the CRDT view names the car's committed entry by it. 0 for a
+    /// car seen only through eventual writes.
+    pub entered_index: u64,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct GateCount {
     pub entries: u64,
     pub exits: u64,
@@ -115,7 +118,7 @@ impl Lot {
     }
 
     /// Admits a car that the caller has checked is in no lot.
-    pub fn enter(&mut self, name: &str, plate: &Plate, gate: u32, at_ms: u64) -> Result<(), DomainError> {
+    pub fn enter(&mut self, name: &str, plate: &Plate, gate: u32, at_ms: u64, index: u64) -> Result<(), DomainError> {
         let g = self.check_gate(gate)?;
         if self.occupied() >= self.spec.capacity {
             return Err(DomainError::FailedPrecondition(format!(
@@ -124,7 +127,7 @@ impl Lot {
                 self.spec.capacity
             )));
         }
-        self.vehicles.insert(plate.clone(), Vehicle { gate, entered_at_ms: at_ms });
+        self.vehicles.insert(plate.clone(), Vehicle { gate, entered_at_ms: at_ms, entered_index: index });
         self.gate_counts[g].entries += 1;
         Ok(())
     }
@@ -138,6 +141,31 @@ impl Lot {
             .ok_or_else(|| DomainError::NotFound(format!("plate {} is not inside lot {name}", plate.as_str())))?;
         self.gate_counts[g].exits += 1;
         Ok(at_ms.saturating_sub(vehicle.entered_at_ms))
+    }
+}
+
+/// A lot as a read returns it, from the committed state or from a node's eventual view. Only the
+/// eventual view can be over capacity or hold a plate twice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LotView {
+    pub spec: LotSpec,
+    pub vehicles: Vec<(Plate, Vehicle)>,
+    pub gate_counts: Vec<GateCount>,
+    pub over_capacity: bool,
+    /// Plates this view holds more than once: entered concurrently on several nodes, or inside
+    /// another lot too.
+    pub duplicates: Vec<Plate>,
+}
+
+impl From<&Lot> for LotView {
+    fn from(lot: &Lot) -> Self {
+        LotView {
+            spec: lot.spec,
+            vehicles: lot.vehicles.iter().map(|(p, v)| (p.clone(), v.clone())).collect(),
+            gate_counts: lot.gate_counts.clone(),
+            over_capacity: false,
+            duplicates: Vec::new(),
+        }
     }
 }
 
@@ -161,14 +189,14 @@ mod tests {
     fn a_full_lot_refuses_and_a_resize_never_drops_cars() {
         let mut lot = Lot::new(LotSpec::new(2, 2).unwrap());
         let p = |s: &str| Plate::parse(s).unwrap();
-        lot.enter("m", &p("A"), 1, 10).unwrap();
-        lot.enter("m", &p("B"), 2, 20).unwrap();
-        let full = lot.enter("m", &p("C"), 1, 30).unwrap_err();
+        lot.enter("m", &p("A"), 1, 10, 1).unwrap();
+        lot.enter("m", &p("B"), 2, 20, 2).unwrap();
+        let full = lot.enter("m", &p("C"), 1, 30, 3).unwrap_err();
         assert_eq!(full, DomainError::FailedPrecondition("lot m is full (2/2)".into()));
         assert!(lot.reconfigure("m", LotSpec::new(1, 2).unwrap()).is_err());
         assert_eq!(lot.exit("m", &p("A"), 2, 110).unwrap(), 100);
         assert!(matches!(lot.exit("m", &p("A"), 2, 120), Err(DomainError::NotFound(_))));
-        assert!(matches!(lot.enter("m", &p("C"), 3, 30), Err(DomainError::InvalidArgument { .. })));
+        assert!(matches!(lot.enter("m", &p("C"), 3, 30, 4), Err(DomainError::InvalidArgument { .. })));
         assert_eq!(lot.gate_counts, vec![GateCount { entries: 1, exits: 0 }, GateCount { entries: 1, exits: 1 }]);
     }
 }

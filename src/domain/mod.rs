@@ -12,8 +12,8 @@ mod names;
 mod state;
 
 pub use command::{Applied, Command, Proposal, Query, QueryReply, Reply};
-pub use dedup::{DedupEntry, DEDUP_MAX_ENTRIES, DEDUP_RETENTION_MS};
+pub use dedup::{Dedup, DedupEntry, DEDUP_MAX_ENTRIES, DEDUP_RETENTION_MS};
 pub use error::DomainError;
-pub use lots::{GateCount, Lot, LotSpec, Plate, Vehicle, MAX_CAPACITY, MAX_GATES};
+pub use lots::{GateCount, Lot, LotSpec, LotView, Plate, Vehicle, MAX_CAPACITY, MAX_GATES};
 pub use names::{CounterName, LotName, RequestId};
 pub use state::{Key, Record, State};

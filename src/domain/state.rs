@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::dedup::Dedup;
 use super::{
-    Applied, Command, DedupEntry, DomainError, Lot, LotName, LotSpec, Plate, Proposal, Query, QueryReply, Reply,
+    Applied, Command, DedupEntry, DomainError, Lot, LotName, LotSpec, LotView, Plate, Proposal, Query, QueryReply, Reply,
     RequestId,
 };
 
@@ -52,7 +52,7 @@ impl State {
             Command::Add { name, delta } => self.add(name.as_str(), *delta, touched),
             Command::ConfigureLot { lot, spec } => self.configure_lot(lot, *spec, false, touched),
             Command::EnsureLot { lot, spec } => self.configure_lot(lot, *spec, true, touched),
-            Command::Enter { lot, plate, gate } => self.enter(lot, plate, *gate, proposal.at_ms, touched),
+            Command::Enter { lot, plate, gate } => self.enter(lot, plate, *gate, proposal.at_ms, index, touched),
             Command::Exit { lot, plate, gate } => self.exit(lot, plate, *gate, proposal.at_ms, touched),
         };
         let applied = Applied { index, outcome, deduplicated: false };
@@ -110,6 +110,7 @@ impl State {
         plate: &Plate,
         gate: u32,
         at_ms: u64,
+        index: u64,
         touched: &mut Vec<Key>,
     ) -> Result<Reply, DomainError> {
         self.lot_mut(lot)?;
@@ -118,7 +119,7 @@ impl State {
         }
         let name = lot.as_str();
         let target = self.lot_mut(lot)?;
-        target.enter(name, plate, gate, at_ms)?;
+        target.enter(name, plate, gate, at_ms, index)?;
         let (occupied, capacity) = (target.occupied(), target.spec.capacity);
         self.plates.insert(plate.clone(), name.to_string());
         touched.push(Key::Lot(name.to_string()));
@@ -163,12 +164,24 @@ impl State {
                 None => QueryReply::Counter { value: 0, exists: false },
             },
             Query::Counters => QueryReply::Counters(self.counters.iter().map(|(k, v)| (k.clone(), *v)).collect()),
-            Query::Lot(name) => QueryReply::Lot(self.lots.get(name.as_str()).cloned()),
+            Query::Lot(name) => QueryReply::Lot(self.lots.get(name.as_str()).map(LotView::from)),
             Query::Vehicle(plate) => QueryReply::Vehicle(self.plates.get(plate).and_then(|lot| {
                 let vehicle = self.lots.get(lot)?.vehicles.get(plate)?;
                 Some((lot.clone(), vehicle.clone()))
             })),
         }
+    }
+
+    pub fn counters(&self) -> impl Iterator<Item = (&str, i64)> + '_ {
+        self.counters.iter().map(|(k, v)| (k.as_str(), *v))
+    }
+
+    pub fn lots(&self) -> impl Iterator<Item = (&str, &Lot)> + '_ {
+        self.lots.iter().map(|(k, l)| (k.as_str(), l))
+    }
+
+    pub fn lot(&self, name: &str) -> Option<&Lot> {
+        self.lots.get(name)
     }
 
     /// The current record under `key`, or `None` when it no longer exists.

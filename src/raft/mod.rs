@@ -4,6 +4,7 @@
 
 pub mod log_store;
 pub mod network;
+pub mod replica;
 pub mod state_machine;
 
 use std::fmt;

@@ -5,9 +5,9 @@
 //! connection per attempt (openraft backs off on `Unreachable`), and a restarted peer is picked up
 //! without any bookkeeping here.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
@@ -42,16 +42,55 @@ pub enum CallError {
     Failed { addr: String, reason: String },
 }
 
-/// The one cache of peer channels, shared by Raft replication, forwarding and status.
+/// Injected network faults: the directed links that drop every message. Tests share one `Faults`
+/// between the nodes they run in one process; a production node's is always empty.
+#[derive(Clone, Default)]
+pub struct Faults {
+    cut: Arc<RwLock<HashSet<(NodeId, NodeId)>>>,
+}
+
+impl Faults {
+    fn links(&self) -> std::sync::RwLockWriteGuard<'_, HashSet<(NodeId, NodeId)>> {
+        self.cut.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Cuts `node` off from every one of `members`, both ways.
+    pub fn isolate(&self, node: NodeId, members: impl IntoIterator<Item = NodeId>) {
+        let mut links = self.links();
+        for other in members.into_iter().filter(|m| *m != node) {
+            links.insert((node, other));
+            links.insert((other, node));
+        }
+    }
+
+    /// Cuts the link between `a` and `b`, both ways.
+    pub fn cut(&self, a: NodeId, b: NodeId) {
+        let mut links = self.links();
+        links.insert((a, b));
+        links.insert((b, a));
+    }
+
+    pub fn heal(&self) {
+        self.links().clear();
+    }
+
+    fn blocks(&self, from: NodeId, to: NodeId) -> bool {
+        self.cut.read().unwrap_or_else(|p| p.into_inner()).contains(&(from, to))
+    }
+}
+
+/// The one cache of peer channels, shared by Raft replication, forwarding, gossip and status.
 #[derive(Clone)]
 pub struct PeerClients {
+    me: NodeId,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     secret: Option<Arc<str>>,
+    faults: Faults,
 }
 
 impl PeerClients {
-    pub fn new(secret: Option<String>) -> Self {
-        PeerClients { channels: Arc::default(), secret: secret.map(Arc::from) }
+    pub fn new(me: NodeId, secret: Option<String>, faults: Faults) -> Self {
+        PeerClients { me, channels: Arc::default(), secret: secret.map(Arc::from), faults }
     }
 
     fn client(&self, addr: &str) -> Result<RaftPeerClient<Channel>, CallError> {
@@ -88,12 +127,15 @@ impl PeerClients {
         request
     }
 
-    /// Calls one peer RPC with a deadline, classifying failures by what they imply.
-    pub async fn call<F, Fut, T>(&self, addr: &str, timeout: Duration, f: F) -> Result<T, CallError>
+    /// Calls peer `to` at `addr` with a deadline, classifying failures by what they imply.
+    pub async fn call<F, Fut, T>(&self, to: NodeId, addr: &str, timeout: Duration, f: F) -> Result<T, CallError>
     where
         F: FnOnce(RaftPeerClient<Channel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
+        if self.faults.blocks(self.me, to) {
+            return Err(CallError::Unreachable { addr: addr.to_string(), reason: "link cut by fault injection".into() });
+        }
         let client = self.client(addr)?;
         let failed = |reason: String| CallError::Failed { addr: addr.to_string(), reason };
         match tokio::time::timeout(timeout, f(client)).await {
@@ -152,7 +194,7 @@ impl Network {
         let request = self.clients.request(blob, ttl);
         let reply = self
             .clients
-            .call(&self.addr, ttl, |mut c| async move {
+            .call(self.target, &self.addr, ttl, |mut c| async move {
                 match method {
                     Method::Append => c.append_entries(request).await,
                     Method::Vote => c.vote(request).await,
@@ -224,7 +266,7 @@ impl RaftNetworkV2<TypeConfig> for Network {
         // A snapshot can be large: allow it the hard TTL rather than the heartbeat-sized soft one.
         let ttl = option.hard_ttl();
         let request = self.clients.request(blob, ttl);
-        let send = self.clients.call(&self.addr, ttl, |mut c| async move { c.full_snapshot(request).await });
+        let send = self.clients.call(self.target, &self.addr, ttl, |mut c| async move { c.full_snapshot(request).await });
         let reply = tokio::select! {
             closed = cancel => return Err(StreamingError::Closed(closed)),
             reply = send => reply,

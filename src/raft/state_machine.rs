@@ -15,6 +15,7 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::log_store::{decode, encode, io_err};
+use super::replica::EventualReplica;
 use super::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::domain::{Applied, Key, Record, State};
 
@@ -44,6 +45,8 @@ struct SnapshotBody {
 #[derive(Clone)]
 pub struct StateMachine {
     inner: Arc<RwLock<AppliedState>>,
+    /// Every committed write is folded into the eventual view as it is applied.
+    replica: Arc<EventualReplica>,
     sm: sled::Tree,
     snapshots: sled::Tree,
 }
@@ -55,8 +58,8 @@ fn record_key(key: &Key) -> io::Result<Vec<u8>> {
 }
 
 impl StateMachine {
-    /// Loads the persisted applied state.
-    pub fn open(db: &sled::Db) -> io::Result<Self> {
+    /// Loads the persisted applied state and brings the eventual view's committed part up to it.
+    pub fn open(db: &sled::Db, replica: Arc<EventualReplica>) -> io::Result<Self> {
         let sm = db.open_tree("sm").map_err(io_err)?;
         let snapshots = db.open_tree("snapshot").map_err(io_err)?;
         let mut records = Vec::new();
@@ -73,7 +76,8 @@ impl StateMachine {
             None => StoredMembership::default(),
         };
         let inner = AppliedState { last_applied, membership, state: State::from_records(records) };
-        Ok(StateMachine { inner: Arc::new(RwLock::new(inner)), sm, snapshots })
+        replica.reconcile(&inner.state, last_applied.map_or(0, |id: LogId| id.index));
+        Ok(StateMachine { inner: Arc::new(RwLock::new(inner)), replica, sm, snapshots })
     }
 
     /// A read view of the applied state. Poisoning cannot leave the state half-applied (apply
@@ -131,7 +135,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             for (entry, responder) in pending {
                 let index = entry.log_id.index;
                 let reply = match &entry.payload {
-                    EntryPayload::Normal(proposal) => applied.state.apply(proposal, index, &mut touched),
+                    EntryPayload::Normal(proposal) => {
+                        let reply = applied.state.apply(proposal, index, &mut touched);
+                        if let (Ok(outcome), false) = (&reply.outcome, reply.deduplicated) {
+                            self.replica.fold_committed(index, &proposal.command, outcome, &applied.state);
+                        }
+                        reply
+                    }
                     EntryPayload::Membership(m) => {
                         applied.membership = StoredMembership::new(Some(entry.log_id), m.clone());
                         batch.insert(MEMBERSHIP, encode(&applied.membership)?);
@@ -179,6 +189,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.snapshots.insert(CURRENT_SNAPSHOT, encode(&(meta, &snapshot))?).map_err(io_err)?;
         let mut applied = self.write();
         applied.state = body.state;
+        self.replica.reconcile(&applied.state, meta.last_log_id.map_or(0, |id| id.index));
         applied.last_applied = meta.last_log_id;
         applied.membership = meta.last_membership.clone();
         Ok(())

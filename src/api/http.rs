@@ -1,0 +1,117 @@
+//! dist_counter's HTTP routes on `--http-listen`, for people coming from the Elixir demos:
+//! `GET /ping`, `GET /config`, `POST /counter/{name}` (a strong add of the integer body),
+//! `GET /counter/{name}/value` (EVENTUAL) and `GET /counter/{name}/consistent_value` (LINEARIZABLE).
+//!
+//! Errors use the same conversion as gRPC, then map the gRPC code to its HTTP status, so both ports
+//! always agree on what went wrong.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::{Command, CounterName, DomainError, Query, QueryReply, Reply};
+use crate::error::{Error, LEADER_METADATA};
+use crate::node::{Consistency, Node, ReadResult};
+
+/// An add's body is one integer; anything longer is refused before it is read.
+const MAX_BODY: usize = 64;
+
+struct HttpError(Error);
+
+impl From<Error> for HttpError {
+    fn from(e: Error) -> Self {
+        HttpError(e)
+    }
+}
+
+impl From<DomainError> for HttpError {
+    fn from(e: DomainError) -> Self {
+        HttpError(e.into())
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let status = tonic::Status::from(self.0);
+        let http = match status.code() {
+            tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
+            tonic::Code::NotFound => StatusCode::NOT_FOUND,
+            tonic::Code::AlreadyExists | tonic::Code::FailedPrecondition => StatusCode::CONFLICT,
+            tonic::Code::OutOfRange => StatusCode::UNPROCESSABLE_ENTITY,
+            tonic::Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            tonic::Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let body = json!({ "error": status.message(), "code": format!("{:?}", status.code()) });
+        let mut response = (http, Json(body)).into_response();
+        if let Some(leader) = status.metadata().get(LEADER_METADATA).and_then(|v| v.to_str().ok()) {
+            if let Ok(v) = HeaderValue::from_str(leader) {
+                response.headers_mut().insert(LEADER_METADATA, v);
+            }
+        }
+        response
+    }
+}
+
+type JsonReply = Result<Json<Value>, HttpError>;
+
+pub fn router(node: Arc<Node>) -> Router {
+    Router::new()
+        .route("/ping", get(|| async { "pong" }))
+        .route("/config", get(config))
+        .route("/counter/{name}", post(add))
+        .route("/counter/{name}/value", get(|s, p| read(s, p, Consistency::Eventual)))
+        .route("/counter/{name}/consistent_value", get(|s, p| read(s, p, Consistency::Linearizable)))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(node)
+}
+
+pub async fn serve(node: Arc<Node>, listener: TcpListener, stop: CancellationToken) -> anyhow::Result<()> {
+    axum::serve(listener, router(node)).with_graceful_shutdown(stop.cancelled_owned()).await?;
+    Ok(())
+}
+
+async fn config(State(node): State<Arc<Node>>) -> Json<Value> {
+    let (leader, term, members) = node.membership();
+    let members: Vec<Value> = members
+        .into_iter()
+        .map(|(id, m)| json!({ "id": id, "client_addr": m.client_addr, "peer_addr": m.peer_addr }))
+        .collect();
+    Json(json!({ "node_id": node.id, "leader_id": leader, "term": term, "members": members }))
+}
+
+async fn add(State(node): State<Arc<Node>>, Path(name): Path<String>, body: Bytes) -> JsonReply {
+    let name = CounterName::parse(name)?;
+    let text = std::str::from_utf8(&body).map_err(|_| DomainError::invalid("body", "is not UTF-8 text"))?;
+    let delta: i64 = text
+        .trim()
+        .parse()
+        .map_err(|_| DomainError::invalid("body", format!("{:?} is not an integer in the i64 range", text.trim())))?;
+    let applied = node.write(Command::Add { name, delta }, None).await?;
+    match applied.outcome.map_err(Error::from)? {
+        Reply::Added { name, value } => Ok(Json(json!({ "name": name, "value": value, "log_index": applied.index }))),
+        other => Err(Error::internal(format!("an add was answered with {other:?}")).into()),
+    }
+}
+
+async fn read(State(node): State<Arc<Node>>, Path(name): Path<String>, consistency: Consistency) -> JsonReply {
+    let name = CounterName::parse(name)?;
+    let ReadResult { reply, meta } = node.read(Query::Counter(name.clone()), consistency).await?;
+    match reply {
+        QueryReply::Counter { value, exists } => Ok(Json(json!({
+            "name": name.as_str(),
+            "value": value,
+            "exists": exists,
+            "meta": meta,
+        }))),
+        other => Err(Error::internal(format!("a counter read was answered with {other:?}")).into()),
+    }
+}

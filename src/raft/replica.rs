@@ -1,0 +1,213 @@
+//! The node's eventual replica in memory and in sled (tree `crdt`), with its idempotency table and
+//! its gossip buffer.
+//!
+//! Persistence by path:
+//! - An eventual write is written and flushed before the reply: that is what acknowledges it.
+//! - A state received by gossip is written but not flushed; after a crash the sender's session
+//!   check makes it send everything again.
+//! - Committed writes are folded in memory only. Their part of the view is a function of the applied
+//!   state, so start-up and snapshot install rebuild it with [`crdt::Replica::reconcile`].
+
+use std::io;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::log_store::{decode, encode, io_err};
+use crate::crdt::gossip::{DeltaBuffer, GossipAck, GossipLag, GossipMessage, Outgoing};
+use crate::crdt::{Lattice, LotReplica, PnCounter, Replica, ReplicaId};
+use crate::domain::{Applied, Command, Dedup, DedupEntry, Query, QueryReply, Reply, RequestId, State};
+use crate::error::Error;
+
+const ACTOR: &[u8] = b"m/actor";
+const COUNTER_PREFIX: &[u8] = b"c/";
+const LOT_PREFIX: &[u8] = b"l/";
+const DEDUP_PREFIX: &[u8] = b"d/";
+
+/// An idle peer is still sent an empty message this often, so a restart of it is noticed.
+const KEEPALIVE_MS: u64 = 1_000;
+
+fn key(prefix: &[u8], name: &str) -> Vec<u8> {
+    [prefix, name.as_bytes()].concat()
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A number that differs between starts (and between data directories) with overwhelming
+/// likelihood; std's hasher is seeded randomly per process.
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+struct Inner {
+    crdt: Replica,
+    dedup: Dedup,
+    gossip: DeltaBuffer,
+}
+
+pub struct EventualReplica {
+    node: u64,
+    me: ReplicaId,
+    session: u64,
+    inner: Mutex<Inner>,
+    tree: sled::Tree,
+}
+
+impl EventualReplica {
+    /// Loads the replica, creating this data directory's actor on first start.
+    pub fn open(db: &sled::Db, node: u64) -> io::Result<Self> {
+        let tree = db.open_tree("crdt").map_err(io_err)?;
+        let me = match tree.get(ACTOR).map_err(io_err)? {
+            Some(bytes) => decode(&bytes)?,
+            None => {
+                let me = ReplicaId { node, incarnation: random_u64() };
+                tree.insert(ACTOR, encode(&me)?).map_err(io_err)?;
+                tree.flush().map_err(io_err)?;
+                me
+            }
+        };
+        if me.node != node {
+            return Err(io_err(format!("this data directory belongs to node {}, not node {node}", me.node)));
+        }
+        let mut crdt = Replica::default();
+        for kv in tree.scan_prefix(COUNTER_PREFIX) {
+            let (k, v) = kv.map_err(io_err)?;
+            let name = String::from_utf8_lossy(&k[COUNTER_PREFIX.len()..]).into_owned();
+            crdt.counters.insert(name, decode::<PnCounter>(&v)?);
+        }
+        for kv in tree.scan_prefix(LOT_PREFIX) {
+            let (k, v) = kv.map_err(io_err)?;
+            let name = String::from_utf8_lossy(&k[LOT_PREFIX.len()..]).into_owned();
+            crdt.lots.insert(name, decode::<LotReplica>(&v)?);
+        }
+        let mut entries = Vec::new();
+        for kv in tree.scan_prefix(DEDUP_PREFIX) {
+            let (_, v) = kv.map_err(io_err)?;
+            entries.push(decode::<(RequestId, DedupEntry)>(&v)?);
+        }
+        entries.sort_by_key(|(_, e)| e.at_ms);
+        let mut dedup = Dedup::default();
+        for (id, e) in entries {
+            dedup.restore(id, e);
+        }
+        let inner = Inner { crdt, dedup, gossip: DeltaBuffer::default() };
+        Ok(EventualReplica { node, me, session: random_u64(), inner: Mutex::new(inner), tree })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Every mutation joins a complete delta under the lock, so a poisoned lock still holds a
+        // valid lattice state.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn actor(&self) -> ReplicaId {
+        self.me
+    }
+
+    /// Writes the named entities of `crdt` into `batch`.
+    fn stage(batch: &mut sled::Batch, crdt: &Replica, changed: &Replica) -> io::Result<()> {
+        let touched = crdt.touched(changed);
+        for (name, counter) in &touched.counters {
+            batch.insert(key(COUNTER_PREFIX, name), encode(counter)?);
+        }
+        for (name, lot) in &touched.lots {
+            batch.insert(key(LOT_PREFIX, name), encode(lot)?);
+        }
+        Ok(())
+    }
+
+    /// Applies an eventual write here; it is acknowledged once this returns `Ok`.
+    pub async fn write(&self, command: &Command, request_id: Option<RequestId>) -> Result<Applied, Error> {
+        let at_ms = now_ms();
+        let applied = {
+            let mut inner = self.lock();
+            if let Some(first) = request_id.as_ref().and_then(|id| inner.dedup.get(id)) {
+                return Ok(Applied { deduplicated: true, ..first.applied.clone() });
+            }
+            let (reply, delta) = inner.crdt.apply_eventual(self.me, command, at_ms)?;
+            let applied = Applied { index: 0, outcome: Ok(reply), deduplicated: false };
+            let mut batch = sled::Batch::default();
+            Self::stage(&mut batch, &inner.crdt, &delta).map_err(Error::internal)?;
+            if let Some(id) = request_id {
+                let entry = DedupEntry { at_ms, applied: applied.clone() };
+                batch.insert(key(DEDUP_PREFIX, id.as_str()), encode(&(&id, &entry)).map_err(Error::internal)?);
+                for gone in inner.dedup.insert(id, entry) {
+                    batch.remove(key(DEDUP_PREFIX, gone.as_str()));
+                }
+            }
+            inner.gossip.push(None, delta);
+            // Applied under the lock: two writes to one lot must reach sled in the order they
+            // were joined, or the older record could overwrite the newer.
+            self.tree.apply_batch(batch).map_err(Error::internal)?;
+            applied
+        };
+        self.tree.flush_async().await.map_err(Error::internal)?;
+        Ok(applied)
+    }
+
+    pub fn query(&self, query: &Query) -> QueryReply {
+        self.lock().crdt.query(query)
+    }
+
+    /// Folds one committed entry; called by the state machine right after applying it.
+    pub fn fold_committed(&self, index: u64, command: &Command, reply: &Reply, state: &State) {
+        self.lock().crdt.fold_committed(index, command, reply, state);
+    }
+
+    /// Rebuilds the committed part of the view from `state` at `index`.
+    pub fn reconcile(&self, state: &State, index: u64) {
+        self.lock().crdt.reconcile(state, index);
+    }
+
+    /// The message to send `peer` now, if any.
+    pub fn outgoing(&self, peer: u64) -> Option<GossipMessage> {
+        let mut inner = self.lock();
+        let (upto, full, state) = match inner.gossip.outgoing(peer, now_ms(), KEEPALIVE_MS)? {
+            Outgoing::Full { upto } => (upto, true, inner.crdt.clone()),
+            Outgoing::Deltas { upto, delta } => (upto, false, delta),
+        };
+        Some(GossipMessage { from: self.node, session: self.session, upto, full, state })
+    }
+
+    pub fn acked(&self, peer: u64, upto: u64, ack: GossipAck) {
+        self.lock().gossip.acked(peer, upto, ack.session, now_ms());
+    }
+
+    /// Merges a peer's message. What changed here is persisted and buffered for the other peers,
+    /// so a delta crosses a cut link through a third node; what changed nothing stops spreading.
+    pub fn receive(&self, message: &GossipMessage) -> Result<GossipAck, Error> {
+        let ack = GossipAck { session: self.session };
+        if message.state.is_empty() {
+            return Ok(ack);
+        }
+        let mut inner = self.lock();
+        let before = inner.crdt.touched(&message.state);
+        inner.crdt.join(&message.state);
+        let after = inner.crdt.touched(&message.state);
+        let changed = Replica {
+            counters: after.counters.into_iter().filter(|(k, v)| before.counters.get(k) != Some(v)).collect(),
+            lots: after.lots.into_iter().filter(|(k, v)| before.lots.get(k) != Some(v)).collect(),
+        };
+        if changed.is_empty() {
+            return Ok(ack);
+        }
+        let mut batch = sled::Batch::default();
+        Self::stage(&mut batch, &inner.crdt, &changed).map_err(Error::internal)?;
+        self.tree.apply_batch(batch).map_err(Error::internal)?;
+        // A delta is forwarded as it came; of a full state only the entities it changed.
+        let forward = if message.full { changed } else { message.state.clone() };
+        inner.gossip.push(Some(message.from), forward);
+        Ok(ack)
+    }
+
+    pub fn lag(&self, peers: impl IntoIterator<Item = u64>) -> Vec<GossipLag> {
+        let inner = self.lock();
+        let now = now_ms();
+        peers.into_iter().map(|p| inner.gossip.lag(p, now)).collect()
+    }
+}
