@@ -193,7 +193,8 @@ pub fn parse_duration(flag: &'static str, value: &str) -> Result<Duration, Confi
             None => (value, 1),
         },
     };
-    let n: u64 = digits.trim().parse().map_err(|_| bad(flag, format!("{value:?} is not a duration like 50ms or 1s")))?;
+    let n: u64 =
+        digits.trim().parse().map_err(|_| bad(flag, format!("{value:?} is not a duration like 50ms or 1s")))?;
     if n == 0 {
         return Err(bad(flag, "must be above zero"));
     }

@@ -28,9 +28,6 @@ pub enum Error {
     /// request was not executed, so a retry at the leader is safe.
     #[error("{reason}")]
     NotLeader { reason: String, leader: Option<LeaderHint> },
-    /// A valid request for a capability this build does not serve yet.
-    #[error("{0}")]
-    Unsupported(String),
     /// A storage or protocol failure this node cannot recover from by itself.
     #[error("internal error: {0}")]
     Internal(String),
@@ -66,7 +63,6 @@ impl From<Error> for tonic::Status {
                 }
                 status
             }
-            Error::Unsupported(_) => tonic::Status::unimplemented(message),
             Error::Internal(_) => tonic::Status::internal(message),
         }
     }

@@ -649,12 +649,8 @@ pub async fn run(
     let client_addr: SocketAddr = listeners.client.local_addr()?;
     let peer_addr: SocketAddr = listeners.peer.local_addr()?;
     let mut client_task = tokio::spawn(crate::api::serve_client(node.clone(), listeners.client, stop.clone()));
-    let mut peer_task = tokio::spawn(crate::api::serve_peer(
-        node.clone(),
-        config.cluster_secret.clone(),
-        listeners.peer,
-        stop.clone(),
-    ));
+    let mut peer_task =
+        tokio::spawn(crate::api::serve_peer(node.clone(), config.cluster_secret.clone(), listeners.peer, stop.clone()));
     let mut http_task = match listeners.http {
         Some(l) => {
             tracing::info!(id = config.id, http_addr = %l.local_addr()?, "serving HTTP");

@@ -1,9 +1,9 @@
 //! Protobuf messages to domain values and back. Every field from the network is checked here, and a
 //! bad one becomes `INVALID_ARGUMENT` naming the field; nothing is unwrapped.
 
+use crate::crdt::gossip::GossipLag;
 use crate::domain::DomainError;
 use crate::error::Error;
-use crate::crdt::gossip::GossipLag;
 use crate::node::{ClusterView, Consistency, NodeView, ReadMeta, WriteMode};
 use crate::pb::v1 as pb;
 

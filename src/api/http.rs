@@ -47,7 +47,6 @@ impl IntoResponse for HttpError {
             tonic::Code::AlreadyExists | tonic::Code::FailedPrecondition => StatusCode::CONFLICT,
             tonic::Code::OutOfRange => StatusCode::UNPROCESSABLE_ENTITY,
             tonic::Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            tonic::Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let body = json!({ "error": status.message(), "code": format!("{:?}", status.code()) });

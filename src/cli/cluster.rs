@@ -68,8 +68,10 @@ pub async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
         let log_path = data_dir.join("node.log");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
         let offset = u16::try_from(id - 1)?;
-        let http_port =
-            args.http_port.checked_add(offset).with_context(|| format!("HTTP port {} + {offset} is out of range", args.http_port))?;
+        let http_port = args
+            .http_port
+            .checked_add(offset)
+            .with_context(|| format!("HTTP port {} + {offset} is out of range", args.http_port))?;
         let mut argv = vec![
             "serve".to_string(),
             "--id".to_string(),

@@ -36,8 +36,13 @@ pub struct GossipAck {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outgoing {
     /// The whole state; the caller fills it in.
-    Full { upto: u64 },
-    Deltas { upto: u64, delta: Replica },
+    Full {
+        upto: u64,
+    },
+    Deltas {
+        upto: u64,
+        delta: Replica,
+    },
 }
 
 #[derive(Debug, Clone, Copy, Default)]

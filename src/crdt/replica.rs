@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{Actor, AwSet, Dot, Lattice, PnCounter, ReplicaId, Versioned};
-use crate::domain::{Command, DomainError, GateCount, LotSpec, LotView, Plate, Query, QueryReply, Reply, State, Vehicle};
+use crate::domain::{
+    Command, DomainError, GateCount, LotSpec, LotView, Plate, Query, QueryReply, Reply, State, Vehicle,
+};
 
 /// Where and when a car entered, as one add of a plate records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -89,7 +91,12 @@ impl Replica {
     /// Applies an eventual write made by `me` at local time `at_ms`, returning the reply and the
     /// delta to gossip. Capacity and plate uniqueness are deliberately not enforced: this path
     /// cannot know what other nodes admit concurrently, and reads report the result instead.
-    pub fn apply_eventual(&mut self, me: ReplicaId, command: &Command, at_ms: u64) -> Result<(Reply, Replica), DomainError> {
+    pub fn apply_eventual(
+        &mut self,
+        me: ReplicaId,
+        command: &Command,
+        at_ms: u64,
+    ) -> Result<(Reply, Replica), DomainError> {
         let mut delta = Replica::default();
         match command {
             Command::Add { name, delta: amount } => {
@@ -127,7 +134,10 @@ impl Replica {
                 delta.lots.insert(lot.as_str().to_string(), change);
             }
             Command::ConfigureLot { .. } | Command::EnsureLot { .. } => {
-                return Err(DomainError::invalid("mode", "lots are configured through Raft only; use WRITE_MODE_STRONG"))
+                return Err(DomainError::invalid(
+                    "mode",
+                    "lots are configured through Raft only; use WRITE_MODE_STRONG",
+                ))
             }
         }
         let entered_at = self.entered_at(command);
@@ -285,7 +295,13 @@ impl Replica {
             slot.entries += c.entries;
             slot.exits += c.exits;
         }
-        Some(LotView { spec, over_capacity: vehicles.len() > spec.capacity as usize, vehicles, gate_counts, duplicates })
+        Some(LotView {
+            spec,
+            over_capacity: vehicles.len() > spec.capacity as usize,
+            vehicles,
+            gate_counts,
+            duplicates,
+        })
     }
 }
 
@@ -303,10 +319,11 @@ fn gate_delta(
 
 /// A car as the view shows it: of concurrent entries, the earliest.
 fn vehicle(dots: &BTreeMap<Dot, Stay>) -> Vehicle {
-    let (dot, stay) = dots.iter().min_by_key(|(_, s)| s.at_ms).map(|(d, s)| (*d, *s)).unwrap_or((
-        raft_dot(0),
-        Stay { gate: 0, at_ms: 0 },
-    ));
+    let (dot, stay) = dots
+        .iter()
+        .min_by_key(|(_, s)| s.at_ms)
+        .map(|(d, s)| (*d, *s))
+        .unwrap_or((raft_dot(0), Stay { gate: 0, at_ms: 0 }));
     Vehicle {
         gate: stay.gate,
         entered_at_ms: stay.at_ms,

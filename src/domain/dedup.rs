@@ -62,7 +62,6 @@ impl Dedup {
     pub fn iter(&self) -> impl Iterator<Item = (&RequestId, &DedupEntry)> {
         self.order.iter().filter_map(|id| self.entries.get(id).map(|e| (id, e)))
     }
-
 }
 
 #[cfg(test)]

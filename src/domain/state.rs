@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use super::dedup::Dedup;
 use super::{
-    Applied, Command, DedupEntry, DomainError, Lot, LotName, LotSpec, LotView, Plate, Proposal, Query, QueryReply, Reply,
-    RequestId,
+    Applied, Command, DedupEntry, DomainError, Lot, LotName, LotSpec, LotView, Plate, Proposal, Query, QueryReply,
+    Reply, RequestId,
 };
 
 /// One independently persisted piece of state.

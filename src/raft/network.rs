@@ -134,7 +134,10 @@ impl PeerClients {
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         if self.faults.blocks(self.me, to) {
-            return Err(CallError::Unreachable { addr: addr.to_string(), reason: "link cut by fault injection".into() });
+            return Err(CallError::Unreachable {
+                addr: addr.to_string(),
+                reason: "link cut by fault injection".into(),
+            });
         }
         let client = self.client(addr)?;
         let failed = |reason: String| CallError::Failed { addr: addr.to_string(), reason };
@@ -266,7 +269,8 @@ impl RaftNetworkV2<TypeConfig> for Network {
         // A snapshot can be large: allow it the hard TTL rather than the heartbeat-sized soft one.
         let ttl = option.hard_ttl();
         let request = self.clients.request(blob, ttl);
-        let send = self.clients.call(self.target, &self.addr, ttl, |mut c| async move { c.full_snapshot(request).await });
+        let send =
+            self.clients.call(self.target, &self.addr, ttl, |mut c| async move { c.full_snapshot(request).await });
         let reply = tokio::select! {
             closed = cancel => return Err(StreamingError::Closed(closed)),
             reply = send => reply,
