@@ -9,22 +9,23 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// Three consecutive free ports for the client side and three for the peer side.
-fn free_bases() -> (u16, u16) {
+/// Three consecutive free ports each for the client, peer and HTTP sides.
+fn free_bases() -> (u16, u16, u16) {
     for base in (20_000u16..60_000).step_by(97) {
-        let ok = (0..3).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok())
-            && (0..3).all(|i| TcpListener::bind(("127.0.0.1", base + 10 + i)).is_ok());
+        let ok =
+            [0, 10, 20].iter().all(|side| (0..3).all(|i| TcpListener::bind(("127.0.0.1", base + side + i)).is_ok()));
         if ok {
-            return (base, base + 10);
+            return (base, base + 10, base + 20);
         }
     }
     panic!("no free port range on loopback");
 }
 
 /// Starts `raftlot cluster` and returns once it printed its cheat-sheet, with everything it printed.
-fn start_cluster(data: &Path, client: u16, peer: u16) -> (Child, String) {
+fn start_cluster(data: &Path, (client, peer, http): (u16, u16, u16)) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_raftlot"))
         .args(["cluster", "--client-port", &client.to_string(), "--peer-port", &peer.to_string()])
+        .args(["--http-port", &http.to_string()])
         .arg("--data-dir")
         .arg(data)
         .stdin(Stdio::null())
@@ -89,8 +90,9 @@ fn have_grpcurl() -> bool {
 fn the_quickstart_runs_as_documented() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
-    let (client, peer) = free_bases();
-    let (child, printed) = start_cluster(&data, client, peer);
+    let ports = free_bases();
+    let client = ports.0;
+    let (child, printed) = start_cluster(&data, ports);
     assert!(printed.contains("leader is node"), "{printed}");
     for id in 1..=3 {
         assert!(printed.contains(&format!("node {id} pid ")), "pid of node {id} printed:\n{printed}");
@@ -116,6 +118,19 @@ fn the_quickstart_runs_as_documented() {
     assert!(ok && out.contains(r#""value": "2""#), "{out}");
     let (ok, out) = grpcurl(&["-plaintext", "-d", r#"{"name":"mycount"}"#, &n1, "raftlot.v1.Counters/Get"]);
     assert!(ok && out.contains(r#""value": "2""#) && out.contains("READ_CONSISTENCY_LINEARIZABLE"), "{out}");
+    let eventual_add = r#"{"name":"mycount","delta":"5","mode":"WRITE_MODE_EVENTUAL"}"#;
+    let (ok, out) = grpcurl(&["-plaintext", "-d", eventual_add, &n3, "raftlot.v1.Counters/Add"]);
+    assert!(ok && out.contains(r#""value": "7""#) && out.contains("WRITE_MODE_EVENTUAL"), "{out}");
+    let eventual_get = r#"{"name":"mycount","consistency":"READ_CONSISTENCY_EVENTUAL"}"#;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (ok, out) = grpcurl(&["-plaintext", "-d", eventual_get, &n1, "raftlot.v1.Counters/Get"]);
+        if ok && out.contains(r#""value": "7""#) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the eventual add never reached node 1:\n{out}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let (ok, out) = grpcurl(&["-plaintext", &n1, "raftlot.v1.Cluster/Status"]);
     assert!(ok && out.contains("leader") && out.contains("follower"), "{out}");
     let (ok, out) = grpcurl(&["-plaintext", &n1, "grpc.health.v1.Health/Check"]);
@@ -126,7 +141,7 @@ fn the_quickstart_runs_as_documented() {
     interrupt_and_wait(child);
 
     // Running it again reuses the data and never re-initialises the cluster.
-    let (child, _) = start_cluster(&data, client, peer);
+    let (child, _) = start_cluster(&data, ports);
     let (ok, out) = grpcurl(&["-plaintext", "-d", r#"{"name":"mycount"}"#, &n3, "raftlot.v1.Counters/Get"]);
     assert!(ok && out.contains(r#""value": "2""#), "the value survives a restart:\n{out}");
     interrupt_and_wait(child);

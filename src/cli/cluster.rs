@@ -110,7 +110,8 @@ pub async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
         out!("node {} pid {pid}, log {}", n.id, args.data_dir.join(format!("node-{}/node.log", n.id)).display());
         out!("  restart: {}", n.command_line);
     }
-    out!("\n{}", cheat_sheet(&nodes[0].client_addr, &nodes[nodes.len() - 1].client_addr));
+    let http_first = format!("{}:{}", args.host, args.http_port);
+    out!("\n{}", cheat_sheet(&nodes[0].client_addr, &nodes[nodes.len() - 1].client_addr, &http_first));
     out!("Ctrl-C stops every node.");
 
     supervise(&mut nodes).await;
@@ -183,18 +184,21 @@ async fn stop_all(nodes: &mut [Spawned]) {
     }
 }
 
-pub fn cheat_sheet(first: &SocketAddr, last: &SocketAddr) -> String {
+pub fn cheat_sheet(first: &SocketAddr, last: &SocketAddr, http: &str) -> String {
     format!(
         r#"grpcurl cheat-sheet:
   grpcurl -plaintext {first} list
   grpcurl -plaintext -d '{{"name":"mycount","delta":"2"}}' {last} raftlot.v1.Counters/Add
   grpcurl -plaintext -d '{{"name":"mycount"}}' {first} raftlot.v1.Counters/Get
   grpcurl -plaintext -d '{{"name":"mycount","consistency":"READ_CONSISTENCY_LOCAL"}}' {last} raftlot.v1.Counters/Get
+  grpcurl -plaintext -d '{{"name":"mycount","delta":"5","mode":"WRITE_MODE_EVENTUAL"}}' {last} raftlot.v1.Counters/Add
+  grpcurl -plaintext -d '{{"name":"mycount","consistency":"READ_CONSISTENCY_EVENTUAL"}}' {first} raftlot.v1.Counters/Get
   grpcurl -plaintext {first} raftlot.v1.Counters/List
   grpcurl -plaintext -d '{{"lot":"main","plate":"AB-123","gate":1}}' {last} raftlot.v1.Parking/Enter
   grpcurl -plaintext -d '{{"lot":"main"}}' {first} raftlot.v1.Parking/GetLot
   grpcurl -plaintext {first} raftlot.v1.Cluster/Status
   grpcurl -plaintext {first} grpc.health.v1.Health/Check
+  curl -d 3 {http}/counter/mycount && curl {http}/counter/mycount/value && curl {http}/counter/mycount/consistent_value
 "#
     )
 }
