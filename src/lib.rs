@@ -4,8 +4,9 @@
 //! - `config`: every flag and environment variable, validated once.
 //! - `error`: the node's error enum and its one conversion to `tonic::Status`.
 //! - `domain`: pure, deterministic state (counters, commands, replies). No IO.
+//! - `crdt`: pure delta-state CRDTs for the eventual path, and gossip bookkeeping.
 //! - `raft`: openraft glue: type config, sled log store and state machine, peer transport client.
-//! - `api`: gRPC services on the client and peer ports.
+//! - `api`: gRPC services on the client and peer ports, and the HTTP routes.
 //! - `node`: wires storage, Raft and servers; routes each request to where it must run.
 //! - `cli`: the `cluster` and `status` commands.
 //!
@@ -20,7 +21,8 @@
 //! `LINEARIZABLE` and `LEASE` reads travel to the leader like writes; the leader confirms its
 //! leadership (a quorum round trip for ReadIndex, its lease for LEASE), waits until its state machine
 //! has applied up to the read index, then reads. `LOCAL` reads the asked node's applied state with no
-//! network at all.
+//! network at all; `EVENTUAL` reads its CRDT replica, which folds in every committed write at apply
+//! time and every eventual write it took or received by gossip.
 
 pub mod api;
 pub mod cli;
