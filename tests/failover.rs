@@ -157,6 +157,41 @@ async fn killing_every_node_at_once_keeps_every_acknowledged_value() {
     assert_eq!(after.value, c0 + 1);
 }
 
+/// An eventual write is acknowledged once the node that took it flushed it: killing every node right
+/// after the acks loses none of them, the dedup table survives too, and gossip spreads them after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eventual_writes_survive_sigkill_of_every_node() {
+    let mut cluster = TestCluster::start(3).await;
+    let add = |delta: i64, mode: i32, request_id: &str| AddRequest {
+        name: "e".into(),
+        delta,
+        mode,
+        request_id: request_id.into(),
+    };
+    cluster.counters(1).add(add(100, 1, "")).await.expect("strong add");
+    let mut first = None;
+    for i in 0..5 {
+        let reply = cluster.counters(2).add(add(1, 2, &format!("ev-{i}"))).await.expect("eventual add");
+        first.get_or_insert(reply.into_inner().value);
+    }
+    for id in cluster.ids() {
+        cluster.kill(id);
+    }
+    for id in cluster.ids() {
+        cluster.restart(id);
+    }
+    cluster.wait_for_leader().await;
+    let retry = cluster.counters(2).add(add(1, 2, "ev-0")).await.expect("retried eventual add").into_inner();
+    assert!(retry.deduplicated && Some(retry.value) == first, "the retry returns the first reply: {retry:?}");
+    for id in cluster.ids() {
+        eventually(&format!("node {id}'s eventual value to include every acknowledged add"), WAIT, || async {
+            (cluster.get(id, "e", ReadConsistency::Eventual).await.ok()? == 105).then_some(())
+        })
+        .await;
+        assert_eq!(cluster.get(id, "e", ReadConsistency::Linearizable).await.unwrap(), 100);
+    }
+}
+
 /// 1. three nodes that snapshot every 20 entries; 2. stop a follower cleanly; 3. write 150 adds
 /// so the leader compacts its log past the follower's last entry; 4. restart the follower: it can
 /// only catch up by installing a snapshot, and it does.
