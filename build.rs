@@ -17,6 +17,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("raftlot_peer_descriptor.bin"))
         .compile_protos(&["proto/raftlot/peer/v1/peer.proto"], &["proto"])?;
+    // etcd's KV service, as a client only: `raftlot bench --etcd` measures etcd with the same driver.
+    tonic_prost_build::configure().build_server(false).compile_protos(&["proto/etcd/kv.proto"], &["proto"])?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

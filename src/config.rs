@@ -26,6 +26,8 @@ pub enum Command {
     Cluster(ClusterArgs),
     /// Print the cluster's status as a table.
     Status(StatusArgs),
+    /// Measure a running cluster at each consistency level, optionally beside etcd.
+    Bench(crate::cli::BenchArgs),
 }
 
 #[derive(Debug, Clone, Args)]

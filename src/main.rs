@@ -27,6 +27,7 @@ fn main() -> std::process::ExitCode {
             }
             Command::Cluster(args) => raftlot::cli::cluster(args).await,
             Command::Status(args) => raftlot::cli::status(args).await,
+            Command::Bench(args) => raftlot::cli::bench(args).await,
         }
     });
     match result {

@@ -1,4 +1,5 @@
-//! Generated protobuf and gRPC code. Only `api` and `raft` use it; domain code never does.
+//! Generated protobuf and gRPC code. Only `api`, `raft` and the CLI clients use it; domain code never
+//! does.
 
 #![allow(clippy::all, missing_docs)]
 
@@ -8,6 +9,11 @@ pub mod v1 {
 
 pub mod peer {
     tonic::include_proto!("raftlot.peer.v1");
+}
+
+/// etcd's KV service (Put and Range), for the benchmark's etcd baseline.
+pub mod etcd {
+    tonic::include_proto!("etcdserverpb");
 }
 
 /// The encoded descriptors, for server reflection.

@@ -1,0 +1,648 @@
+//! `raftlot bench`: drives a running cluster with concurrent clients spread over its nodes and prints
+//! what each consistency level costs, optionally next to etcd doing the same operations in the same
+//! invocation. Latency is measured at the client, per call, into HDR histograms; failed calls are
+//! counted, never dropped.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::config::parse_duration;
+use crate::pb::etcd::kv_client::KvClient;
+use crate::pb::etcd::{PutRequest, RangeRequest};
+use crate::pb::v1::counters_client::CountersClient;
+use crate::pb::v1::parking_client::ParkingClient;
+use crate::pb::v1::{
+    AddRequest, ConfigureLotRequest, EnterRequest, ExitRequest, GetRequest, ReadConsistency, WriteMode,
+};
+
+/// The lot the `park` workload uses: big enough that no run fills it.
+const BENCH_LOT: &str = "bench";
+const BENCH_GATES: u32 = 4;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Workload {
+    /// Counter adds.
+    Add,
+    /// Enter/Exit pairs at random gates.
+    Park,
+    /// Counter reads.
+    Read,
+    /// Reads and adds, `--read-ratio` of them reads.
+    Mixed,
+    /// Write at one node, poll another until it shows the write: the convergence lag.
+    Staleness,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Linearizable,
+    Lease,
+    Local,
+    Eventual,
+}
+
+impl Level {
+    fn read(self) -> ReadConsistency {
+        match self {
+            Level::Linearizable => ReadConsistency::Linearizable,
+            Level::Lease => ReadConsistency::Lease,
+            Level::Local => ReadConsistency::Local,
+            Level::Eventual => ReadConsistency::Eventual,
+        }
+    }
+
+    /// Writes have two modes: `eventual` writes to the CRDT replica, every other level is STRONG.
+    fn write(self) -> WriteMode {
+        if self == Level::Eventual {
+            WriteMode::Eventual
+        } else {
+            WriteMode::Strong
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// raftlot client endpoints, comma separated; clients are spread over them.
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:50051,127.0.0.1:50052,127.0.0.1:50053")]
+    pub endpoints: Vec<String>,
+    #[arg(long, value_enum, default_value = "read")]
+    pub workload: Workload,
+    /// One pass per level. For add and park, `eventual` writes with WRITE_MODE_EVENTUAL and the other
+    /// levels write STRONG (so list one of them); for staleness only local and eventual apply.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "linearizable,lease,local,eventual")]
+    pub consistency: Vec<Level>,
+    /// Concurrent clients, one run per value; each client has its own connection.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    pub clients: Vec<usize>,
+    /// How long each run lasts, e.g. 5s or 500ms.
+    #[arg(long, default_value = "5s")]
+    pub duration: String,
+    /// Also stop each run after this many operations.
+    #[arg(long)]
+    pub ops: Option<u64>,
+    /// The share of reads in the mixed workload.
+    #[arg(long, default_value_t = 0.9)]
+    pub read_ratio: f64,
+    /// How many counters the workloads spread over.
+    #[arg(long, default_value_t = 64)]
+    pub keys: u32,
+    /// Write every figure to this JSON file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Draw the latency distributions to this SVG file.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// etcd client endpoints; when set, the same operations run against etcd in this invocation
+    /// (put; linearizable get; serializable get) and each raftlot row shows its ratio to etcd.
+    #[arg(long, value_delimiter = ',')]
+    pub etcd: Vec<String>,
+}
+
+/// One measured run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub target: &'static str,
+    pub op: String,
+    pub clients: usize,
+    pub ops: u64,
+    pub errors: u64,
+    pub seconds: f64,
+    pub ops_per_sec: f64,
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+    /// (quantile, microseconds) for plotting.
+    pub distribution: Vec<(f64, u64)>,
+    /// Which etcd row this one is compared with.
+    #[serde(skip)]
+    baseline: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    workload: Workload,
+    endpoints: &'a [String],
+    etcd: &'a [String],
+    rows: &'a [Row],
+}
+
+/// What one client call does.
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Add(Level),
+    Park(Level),
+    Read(Level),
+    Mixed(Level, f64),
+    EtcdPut,
+    EtcdGet { serializable: bool },
+}
+
+impl Op {
+    fn label(self) -> String {
+        match self {
+            Op::Add(l) => format!("add {}", mode_name(l)),
+            Op::Park(l) => format!("park {}", mode_name(l)),
+            Op::Read(l) => format!("get {}", level_name(l)),
+            Op::Mixed(l, r) => format!("mixed {:.0}% get {}", r * 100.0, level_name(l)),
+            Op::EtcdPut => "put".into(),
+            Op::EtcdGet { serializable: false } => "get linearizable".into(),
+            Op::EtcdGet { serializable: true } => "get serializable".into(),
+        }
+    }
+
+    /// The etcd operation this one is compared with.
+    fn baseline(self) -> Option<&'static str> {
+        match self {
+            Op::Add(_) | Op::Park(_) => Some("put"),
+            Op::Read(Level::Linearizable | Level::Lease) => Some("get linearizable"),
+            Op::Read(Level::Local | Level::Eventual) => Some("get serializable"),
+            _ => None,
+        }
+    }
+}
+
+fn level_name(l: Level) -> &'static str {
+    match l {
+        Level::Linearizable => "linearizable",
+        Level::Lease => "lease",
+        Level::Local => "local",
+        Level::Eventual => "eventual",
+    }
+}
+
+fn mode_name(l: Level) -> &'static str {
+    match l.write() {
+        WriteMode::Eventual => "eventual",
+        _ => "strong",
+    }
+}
+
+/// A client's connection to one node of the system under test.
+#[derive(Clone)]
+enum Conn {
+    Raftlot { counters: CountersClient<Channel>, parking: ParkingClient<Channel> },
+    Etcd(KvClient<Channel>),
+}
+
+async fn connect(endpoint: &str) -> anyhow::Result<Channel> {
+    let uri = if endpoint.contains("://") { endpoint.to_string() } else { format!("http://{endpoint}") };
+    Endpoint::from_shared(uri.clone())
+        .with_context(|| format!("bad endpoint {endpoint}"))?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to {uri}"))
+}
+
+/// A small fast generator: the workload needs spread, not cryptographic randomness.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        (self.next() % 1_000_000) as f64 / 1_000_000.0 < p
+    }
+}
+
+/// Per-client state across calls.
+struct Client {
+    id: usize,
+    conn: Conn,
+    rng: Rng,
+    keys: u32,
+    /// The park workload's car is inside (its next call is an exit).
+    parked: bool,
+}
+
+impl Client {
+    fn key(&mut self) -> String {
+        format!("bench-{}", self.rng.below(self.keys as u64))
+    }
+
+    fn plate(&self) -> String {
+        format!("BENCH-{}", self.id)
+    }
+
+    async fn call(&mut self, op: Op) -> Result<(), tonic::Status> {
+        match (&mut self.conn.clone(), op) {
+            (Conn::Raftlot { counters, .. }, Op::Add(l)) => {
+                let request =
+                    AddRequest { name: self.key(), delta: 1, mode: l.write() as i32, request_id: String::new() };
+                counters.add(request).await.map(|_| ())
+            }
+            (Conn::Raftlot { counters, .. }, Op::Read(l)) => {
+                counters.get(GetRequest { name: self.key(), consistency: l.read() as i32 }).await.map(|_| ())
+            }
+            (Conn::Raftlot { .. }, Op::Mixed(l, ratio)) => {
+                let op = if self.rng.chance(ratio) { Op::Read(l) } else { Op::Add(Level::Linearizable) };
+                Box::pin(self.call(op)).await
+            }
+            (Conn::Raftlot { parking, .. }, Op::Park(l)) => {
+                let gate = 1 + self.rng.below(BENCH_GATES as u64) as u32;
+                let (lot, plate, mode) = (BENCH_LOT.to_string(), self.plate(), l.write() as i32);
+                let result = if self.parked {
+                    let request = ExitRequest { lot, plate, gate, mode, request_id: String::new() };
+                    parking.exit(request).await.map(|_| ())
+                } else {
+                    let request = EnterRequest { lot, plate, gate, mode, request_id: String::new() };
+                    parking.enter(request).await.map(|_| ())
+                };
+                if result.is_ok() {
+                    self.parked = !self.parked;
+                }
+                result
+            }
+            (Conn::Etcd(kv), Op::EtcdPut) => {
+                let key = self.key().into_bytes();
+                kv.put(PutRequest { key, value: b"1".to_vec() }).await.map(|_| ())
+            }
+            (Conn::Etcd(kv), Op::EtcdGet { serializable }) => {
+                kv.range(RangeRequest { key: self.key().into_bytes(), serializable }).await.map(|_| ())
+            }
+            (_, op) => Err(tonic::Status::internal(format!("{op:?} does not apply to this target"))),
+        }
+    }
+}
+
+/// Microseconds from 1 us to 100 s, at 3 significant digits.
+fn histogram() -> anyhow::Result<Histogram<u64>> {
+    Histogram::new_with_bounds(1, 100_000_000, 3).context("cannot create a latency histogram")
+}
+
+fn progress(label: &str, len: u64) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    if let Ok(style) = ProgressStyle::with_template("{msg:>40} [{elapsed_precise}] {wide_bar} {percent:>3}%") {
+        bar.set_style(style);
+    }
+    bar.set_message(label.to_string());
+    bar
+}
+
+/// Runs `op` from `conns.len()` concurrent clients until the time or operation bound.
+async fn run(
+    target: &'static str,
+    op: Op,
+    conns: Vec<Conn>,
+    keys: u32,
+    duration: Duration,
+    max_ops: Option<u64>,
+) -> anyhow::Result<Row> {
+    let clients = conns.len();
+    let label = format!("{target} {} x{clients}", op.label());
+    let done = Arc::new(AtomicU64::new(0));
+    let bar = progress(&label, 1000);
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = Vec::with_capacity(clients);
+    for (id, conn) in conns.into_iter().enumerate() {
+        let done = done.clone();
+        let mut hist = histogram()?;
+        tasks.push(tokio::spawn(async move {
+            let mut client =
+                Client { id, conn, rng: Rng(0x9E37_79B9_7F4A_7C15 ^ (id as u64 + 1)), keys, parked: false };
+            let mut errors = 0u64;
+            loop {
+                if Instant::now() >= deadline || max_ops.is_some_and(|m| done.load(Ordering::Relaxed) >= m) {
+                    break;
+                }
+                let t = Instant::now();
+                match client.call(op).await {
+                    Ok(()) => {
+                        let _ = hist.record(t.elapsed().as_micros().max(1) as u64);
+                    }
+                    Err(_) => errors += 1,
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            // Leave the lot as it was, so the next run's entries are not refused.
+            if client.parked {
+                let _ = client.call(op).await;
+            }
+            (hist, errors)
+        }));
+    }
+    let ticker = {
+        let (bar, done) = (bar.clone(), done.clone());
+        tokio::spawn(async move {
+            loop {
+                let by_time = started.elapsed().as_secs_f64() / duration.as_secs_f64();
+                let by_ops = max_ops.map_or(0.0, |m| done.load(Ordering::Relaxed) as f64 / m as f64);
+                bar.set_position((by_time.max(by_ops).min(1.0) * 1000.0) as u64);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let (mut hist, mut errors) = (histogram()?, 0u64);
+    for task in tasks {
+        let (h, e) = task.await.context("a benchmark client panicked")?;
+        hist.add(&h).context("merging histograms")?;
+        errors += e;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    ticker.abort();
+    bar.finish_and_clear();
+    Ok(row(target, op.label(), clients, &hist, errors, seconds, op.baseline()))
+}
+
+fn row(
+    target: &'static str,
+    op: String,
+    clients: usize,
+    hist: &Histogram<u64>,
+    errors: u64,
+    seconds: f64,
+    baseline: Option<&'static str>,
+) -> Row {
+    let q = |q: f64| if hist.is_empty() { 0 } else { hist.value_at_quantile(q) };
+    let distribution =
+        [0.0, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9999, 1.0].into_iter().map(|p| (p, q(p))).collect();
+    Row {
+        target,
+        op,
+        clients,
+        ops: hist.len(),
+        errors,
+        seconds,
+        ops_per_sec: hist.len() as f64 / seconds.max(1e-9),
+        p50_us: q(0.5),
+        p90_us: q(0.9),
+        p99_us: q(0.99),
+        p999_us: q(0.999),
+        max_us: if hist.is_empty() { 0 } else { hist.max() },
+        distribution,
+        baseline,
+    }
+}
+
+async fn raftlot_conns(endpoints: &[String], clients: usize) -> anyhow::Result<Vec<Conn>> {
+    let mut conns = Vec::with_capacity(clients);
+    for i in 0..clients {
+        let channel = connect(&endpoints[i % endpoints.len()]).await?;
+        conns.push(Conn::Raftlot {
+            counters: CountersClient::new(channel.clone()),
+            parking: ParkingClient::new(channel),
+        });
+    }
+    Ok(conns)
+}
+
+async fn etcd_conns(endpoints: &[String], clients: usize) -> anyhow::Result<Vec<Conn>> {
+    let mut conns = Vec::with_capacity(clients);
+    for i in 0..clients {
+        conns.push(Conn::Etcd(KvClient::new(connect(&endpoints[i % endpoints.len()]).await?)));
+    }
+    Ok(conns)
+}
+
+/// Writes every key once so reads find data, and creates the park workload's lot.
+async fn prepare(args: &BenchArgs) -> anyhow::Result<()> {
+    let channel = connect(&args.endpoints[0]).await?;
+    let mut counters = CountersClient::new(channel.clone());
+    for k in 0..args.keys {
+        let request = AddRequest { name: format!("bench-{k}"), delta: 0, ..Default::default() };
+        counters.add(request).await.with_context(|| format!("cannot prepare counter bench-{k}"))?;
+    }
+    if args.workload == Workload::Park {
+        let lot = ConfigureLotRequest { lot: BENCH_LOT.into(), capacity: 100_000, gates: BENCH_GATES };
+        ParkingClient::new(channel).configure_lot(lot).await.context("cannot create the bench lot")?;
+    }
+    if !args.etcd.is_empty() {
+        let mut kv = KvClient::new(connect(&args.etcd[0]).await?);
+        for k in 0..args.keys {
+            kv.put(PutRequest { key: format!("bench-{k}").into_bytes(), value: b"0".to_vec() })
+                .await
+                .context("cannot prepare etcd keys")?;
+        }
+    }
+    Ok(())
+}
+
+/// The staleness workload: write through the first endpoint, then poll the last one at `level`
+/// until it shows the write. Records the lag from the write's acknowledgement.
+async fn staleness(args: &BenchArgs, level: Level, duration: Duration, max_ops: Option<u64>) -> anyhow::Result<Row> {
+    if args.endpoints.len() < 2 {
+        bail!("the staleness workload needs two endpoints: it writes at one node and reads at another");
+    }
+    let mut writer = CountersClient::new(connect(&args.endpoints[0]).await?);
+    let mut reader = CountersClient::new(connect(&args.endpoints[args.endpoints.len() - 1]).await?);
+    let label = format!("staleness {}", level_name(level));
+    let bar = progress(&format!("raftlot {label}"), max_ops.unwrap_or(0));
+    let (mut hist, mut errors, started) = (histogram()?, 0u64, Instant::now());
+    let name = format!("bench-staleness-{}", level_name(level));
+    while started.elapsed() < duration && max_ops.is_none_or(|m| hist.len() + errors < m) {
+        let add = AddRequest { name: name.clone(), delta: 1, mode: level.write() as i32, request_id: String::new() };
+        let Ok(reply) = writer.add(add).await else {
+            errors += 1;
+            continue;
+        };
+        let written = reply.into_inner().value;
+        let acked = Instant::now();
+        let limit = acked + Duration::from_secs(5);
+        loop {
+            let get = GetRequest { name: name.clone(), consistency: level.read() as i32 };
+            match reader.get(get).await {
+                Ok(r) if r.get_ref().value >= written => {
+                    let _ = hist.record(acked.elapsed().as_micros().max(1) as u64);
+                    break;
+                }
+                _ if Instant::now() >= limit => {
+                    errors += 1;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(row("raftlot", label, 1, &hist, errors, started.elapsed().as_secs_f64(), None))
+}
+
+pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    if args.endpoints.is_empty() || args.clients.is_empty() || args.consistency.is_empty() {
+        bail!("--endpoints, --clients and --consistency each need at least one value");
+    }
+    if args.clients.contains(&0) {
+        bail!("--clients: every value must be at least 1");
+    }
+    if !(0.0..=1.0).contains(&args.read_ratio) {
+        bail!("--read-ratio must be between 0 and 1");
+    }
+    if args.keys == 0 {
+        bail!("--keys must be at least 1");
+    }
+    let duration = parse_duration("--duration", &args.duration)?;
+    prepare(&args).await?;
+    let mut rows = Vec::new();
+    let mut levels = args.consistency.clone();
+    if matches!(args.workload, Workload::Add | Workload::Park) {
+        // Writes only have two modes; one pass per distinct mode.
+        levels.dedup_by_key(|l| l.write() as i32);
+    }
+    if args.workload == Workload::Staleness {
+        for level in levels.iter().filter(|l| matches!(l, Level::Local | Level::Eventual)) {
+            rows.push(staleness(&args, *level, duration, args.ops).await?);
+        }
+    } else {
+        for &clients in &args.clients {
+            for &level in &levels {
+                let op = match args.workload {
+                    Workload::Add => Op::Add(level),
+                    Workload::Park => Op::Park(level),
+                    Workload::Read => Op::Read(level),
+                    Workload::Mixed => Op::Mixed(level, args.read_ratio),
+                    Workload::Staleness => unreachable!("handled above"),
+                };
+                let conns = raftlot_conns(&args.endpoints, clients).await?;
+                rows.push(run("raftlot", op, conns, args.keys, duration, args.ops).await?);
+            }
+            if !args.etcd.is_empty() {
+                let ops: &[Op] = match args.workload {
+                    Workload::Add | Workload::Park => &[Op::EtcdPut],
+                    Workload::Read => &[Op::EtcdGet { serializable: false }, Op::EtcdGet { serializable: true }],
+                    Workload::Mixed | Workload::Staleness => &[],
+                };
+                for &op in ops {
+                    let conns = etcd_conns(&args.etcd, clients).await?;
+                    rows.push(run("etcd", op, conns, args.keys, duration, args.ops).await?);
+                }
+            }
+        }
+    }
+    print!("{}", table(&rows));
+    if let Some(path) = &args.json {
+        let report = Report { workload: args.workload, endpoints: &args.endpoints, etcd: &args.etcd, rows: &rows };
+        let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+        serde_json::to_writer_pretty(file, &report).context("cannot write the JSON report")?;
+        println!("figures written to {}", path.display());
+    }
+    if let Some(path) = &args.plot {
+        plot(path, &rows)?;
+        println!("latency distributions drawn to {}", path.display());
+    }
+    Ok(())
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.2}", us as f64 / 1000.0)
+}
+
+/// The results as a table, with each raftlot row's ratio to the etcd row it is compared with.
+pub fn table(rows: &[Row]) -> String {
+    let mut out = format!(
+        "{:<8} {:<28} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7}  {}\n",
+        "target",
+        "operation",
+        "clients",
+        "ops/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "max ms",
+        "errors",
+        "vs etcd"
+    );
+    for r in rows {
+        let baseline =
+            r.baseline.and_then(|b| rows.iter().find(|e| e.target == "etcd" && e.op == b && e.clients == r.clients));
+        let ratio = baseline.map_or(String::new(), |e| {
+            format!(
+                "{:.2}x ops/s, {:.2}x p50 (etcd {})",
+                r.ops_per_sec / e.ops_per_sec.max(1e-9),
+                r.p50_us as f64 / e.p50_us.max(1) as f64,
+                e.op
+            )
+        });
+        out.push_str(&format!(
+            "{:<8} {:<28} {:>7} {:>10.0} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7}  {}\n",
+            r.target,
+            r.op,
+            r.clients,
+            r.ops_per_sec,
+            ms(r.p50_us),
+            ms(r.p90_us),
+            ms(r.p99_us),
+            ms(r.p999_us),
+            ms(r.max_us),
+            r.errors,
+            ratio
+        ));
+    }
+    out
+}
+
+/// Latency against percentile ("nines" on x, so the tail gets room), one line per run.
+fn plot(path: &std::path::Path, rows: &[Row]) -> anyhow::Result<()> {
+    use plotters::prelude::*;
+    let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("cannot draw {}: {e}", path.display());
+    let nines = |q: f64| if q >= 1.0 { 4.5 } else { -(1.0 - q).log10() };
+    let top = rows.iter().map(|r| r.max_us).max().unwrap_or(1).max(10) as f64 / 1000.0 * 1.5;
+    let root = SVGBackend::new(path, (1100, 650)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("latency by percentile (client side)", ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..4.6f64, (0.01f64..top).log_scale())
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("percentile")
+        .y_desc("latency (ms, log scale)")
+        .x_label_formatter(&|x| match x.round() as i64 {
+            0 => "p0".into(),
+            1 => "p90".into(),
+            2 => "p99".into(),
+            3 => "p99.9".into(),
+            4 => "p99.99".into(),
+            _ => String::new(),
+        })
+        .draw()
+        .map_err(|e| err(&e))?;
+    for (i, r) in rows.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        let points: Vec<(f64, f64)> =
+            r.distribution.iter().map(|(q, us)| (nines(*q), (*us as f64 / 1000.0).max(0.01))).collect();
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))
+            .map_err(|e| err(&e))?
+            .label(format!("{} {} x{}", r.target, r.op, r.clients))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}
