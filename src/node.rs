@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::crdt::gossip::{GossipAck, GossipLag, GossipMessage};
 use crate::domain::{Applied, Command, LotName, LotSpec, Proposal, Query, QueryReply, RequestId};
 use crate::error::{Error, LeaderHint, Result};
+use crate::raft::disk::Disk;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{from_blob, to_blob, CallError, Faults, NetworkFactory, PeerClients};
 use crate::raft::replica::EventualReplica;
@@ -607,9 +608,10 @@ pub async fn run(
         .cache_capacity(config.cache_bytes)
         .open()
         .with_context(|| format!("cannot open sled under {}", config.data_dir.display()))?;
-    let log_store = LogStore::open(&db)?;
-    let replica = Arc::new(EventualReplica::open(&db, config.id)?);
-    let sm = StateMachine::open(&db, replica.clone())?;
+    let disk = Disk::new(db.clone());
+    let log_store = LogStore::open(&disk)?;
+    let replica = Arc::new(EventualReplica::open(&disk, config.id)?);
+    let sm = StateMachine::open(&disk, replica.clone())?;
     let peers = PeerClients::new(config.id, config.cluster_secret.clone(), faults);
     let raft = Raft::new(
         config.id,
@@ -672,7 +674,7 @@ pub async fn run(
     if let Err(e) = raft.shutdown().await {
         tracing::warn!("raft shutdown: {e}");
     }
-    db.flush_async().await.context("final flush")?;
+    disk.flush().await.context("final flush")?;
     tracing::info!(id = config.id, "node stopped");
     match early {
         None => Ok(()),

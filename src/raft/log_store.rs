@@ -14,6 +14,7 @@ use openraft::{OptionalSend, RaftLogReader};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::disk::Disk;
 use super::{Entry, LogId, TypeConfig, Vote};
 
 /// Typed keys of the `raft_meta` tree.
@@ -50,18 +51,14 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
 /// same store.
 #[derive(Clone)]
 pub struct LogStore {
-    db: sled::Db,
+    disk: Disk,
     log: sled::Tree,
     meta: sled::Tree,
 }
 
 impl LogStore {
-    pub fn open(db: &sled::Db) -> io::Result<Self> {
-        Ok(LogStore {
-            db: db.clone(),
-            log: db.open_tree("log").map_err(io_err)?,
-            meta: db.open_tree("raft_meta").map_err(io_err)?,
-        })
+    pub fn open(disk: &Disk) -> io::Result<Self> {
+        Ok(LogStore { disk: disk.clone(), log: disk.open_tree("log")?, meta: disk.open_tree("raft_meta")? })
     }
 
     fn get_meta<T: DeserializeOwned>(&self, key: MetaKey) -> io::Result<Option<T>> {
@@ -77,8 +74,7 @@ impl LogStore {
     }
 
     async fn flush(&self) -> io::Result<()> {
-        self.db.flush_async().await.map_err(io_err)?;
-        Ok(())
+        self.disk.flush().await
     }
 }
 
@@ -150,7 +146,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         for entry in entries {
             batch.insert(&index_key(entry.log_id.index), encode(&entry)?);
         }
-        self.log.apply_batch(batch).map_err(io_err)?;
+        self.disk.batch(&self.log, batch).await?;
         // Protects the appended entries: the leader counts this node towards a quorum as soon as the
         // callback fires, so they must survive a crash from then on.
         let flushed = self.flush().await;
@@ -165,7 +161,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         for key in self.log.range(index_key(from)..).keys() {
             batch.remove(key.map_err(io_err)?);
         }
-        self.log.apply_batch(batch).map_err(io_err)?;
+        self.disk.batch(&self.log, batch).await?;
         // Protects the truncation: conflicting entries must not come back after a crash and be
         // mistaken for the new leader's.
         self.flush().await
@@ -179,6 +175,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         for key in self.log.range(..=index_key(log_id.index)).keys() {
             batch.remove(key.map_err(io_err)?);
         }
-        self.log.apply_batch(batch).map_err(io_err)
+        self.disk.batch(&self.log, batch).await
     }
 }

@@ -2,6 +2,7 @@
 //! transport. This module and `api` are the only places that name openraft, sled or tonic, so a
 //! version move stays here.
 
+pub mod disk;
 pub mod log_store;
 pub mod network;
 pub mod replica;

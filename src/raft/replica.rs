@@ -12,6 +12,7 @@ use std::io;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::disk::Disk;
 use super::log_store::{decode, encode, io_err};
 use crate::crdt::gossip::{DeltaBuffer, GossipAck, GossipLag, GossipMessage, Outgoing};
 use crate::crdt::{Lattice, LotReplica, PnCounter, Replica, ReplicaId};
@@ -55,13 +56,14 @@ pub struct EventualReplica {
     me: ReplicaId,
     session: u64,
     inner: Mutex<Inner>,
+    disk: Disk,
     tree: sled::Tree,
 }
 
 impl EventualReplica {
     /// Loads the replica, creating this data directory's actor on first start.
-    pub fn open(db: &sled::Db, node: u64) -> io::Result<Self> {
-        let tree = db.open_tree("crdt").map_err(io_err)?;
+    pub fn open(disk: &Disk, node: u64) -> io::Result<Self> {
+        let tree = disk.open_tree("crdt")?;
         let me = match tree.get(ACTOR).map_err(io_err)? {
             Some(bytes) => decode(&bytes)?,
             None => {
@@ -96,7 +98,7 @@ impl EventualReplica {
             dedup.restore(id, e);
         }
         let inner = Inner { crdt, dedup, gossip: DeltaBuffer::default() };
-        Ok(EventualReplica { node, me, session: random_u64(), inner: Mutex::new(inner), tree })
+        Ok(EventualReplica { node, me, session: random_u64(), inner: Mutex::new(inner), disk: disk.clone(), tree })
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -109,14 +111,16 @@ impl EventualReplica {
         self.me
     }
 
-    /// Writes the named entities of `crdt` into `batch`.
-    fn stage(batch: &mut sled::Batch, crdt: &Replica, changed: &Replica) -> io::Result<()> {
+    /// Writes the entities of `crdt` that `changed` names. Called under the lock, so two writes to
+    /// one entity reach sled in the order they were joined; each record is one atomic insert and
+    /// needs no batch (see `Disk` for why batches are avoided here).
+    fn persist(&self, crdt: &Replica, changed: &Replica) -> io::Result<()> {
         let touched = crdt.touched(changed);
         for (name, counter) in &touched.counters {
-            batch.insert(key(COUNTER_PREFIX, name), encode(counter)?);
+            self.tree.insert(key(COUNTER_PREFIX, name), encode(counter)?).map_err(io_err)?;
         }
         for (name, lot) in &touched.lots {
-            batch.insert(key(LOT_PREFIX, name), encode(lot)?);
+            self.tree.insert(key(LOT_PREFIX, name), encode(lot)?).map_err(io_err)?;
         }
         Ok(())
     }
@@ -131,22 +135,22 @@ impl EventualReplica {
             }
             let (reply, delta) = inner.crdt.apply_eventual(self.me, command, at_ms)?;
             let applied = Applied { index: 0, outcome: Ok(reply), deduplicated: false };
-            let mut batch = sled::Batch::default();
-            Self::stage(&mut batch, &inner.crdt, &delta).map_err(Error::internal)?;
+            self.persist(&inner.crdt, &delta).map_err(Error::internal)?;
+            // The dedup record goes after the write it describes: a crash between the two (before
+            // the flush, so before any reply) leaves a write that a retry applies again, never a
+            // retry answered with a write that is not there.
             if let Some(id) = request_id {
                 let entry = DedupEntry { at_ms, applied: applied.clone() };
-                batch.insert(key(DEDUP_PREFIX, id.as_str()), encode(&(&id, &entry)).map_err(Error::internal)?);
+                let record = encode(&(&id, &entry)).map_err(Error::internal)?;
+                self.tree.insert(key(DEDUP_PREFIX, id.as_str()), record).map_err(Error::internal)?;
                 for gone in inner.dedup.insert(id, entry) {
-                    batch.remove(key(DEDUP_PREFIX, gone.as_str()));
+                    self.tree.remove(key(DEDUP_PREFIX, gone.as_str())).map_err(Error::internal)?;
                 }
             }
             inner.gossip.push(None, delta);
-            // Applied under the lock: two writes to one lot must reach sled in the order they
-            // were joined, or the older record could overwrite the newer.
-            self.tree.apply_batch(batch).map_err(Error::internal)?;
             applied
         };
-        self.tree.flush_async().await.map_err(Error::internal)?;
+        self.disk.flush().await.map_err(Error::internal)?;
         Ok(applied)
     }
 
@@ -196,9 +200,7 @@ impl EventualReplica {
         if changed.is_empty() {
             return Ok(ack);
         }
-        let mut batch = sled::Batch::default();
-        Self::stage(&mut batch, &inner.crdt, &changed).map_err(Error::internal)?;
-        self.tree.apply_batch(batch).map_err(Error::internal)?;
+        self.persist(&inner.crdt, &changed).map_err(Error::internal)?;
         // A delta is forwarded as it came; of a full state only the entities it changed.
         let forward = if message.full { changed } else { message.state.clone() };
         inner.gossip.push(Some(message.from), forward);

@@ -14,6 +14,7 @@ use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
 
+use super::disk::Disk;
 use super::log_store::{decode, encode, io_err};
 use super::replica::EventualReplica;
 use super::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
@@ -47,6 +48,7 @@ pub struct StateMachine {
     inner: Arc<RwLock<AppliedState>>,
     /// Every committed write is folded into the eventual view as it is applied.
     replica: Arc<EventualReplica>,
+    disk: Disk,
     sm: sled::Tree,
     snapshots: sled::Tree,
 }
@@ -59,9 +61,9 @@ fn record_key(key: &Key) -> io::Result<Vec<u8>> {
 
 impl StateMachine {
     /// Loads the persisted applied state and brings the eventual view's committed part up to it.
-    pub fn open(db: &sled::Db, replica: Arc<EventualReplica>) -> io::Result<Self> {
-        let sm = db.open_tree("sm").map_err(io_err)?;
-        let snapshots = db.open_tree("snapshot").map_err(io_err)?;
+    pub fn open(disk: &Disk, replica: Arc<EventualReplica>) -> io::Result<Self> {
+        let sm = disk.open_tree("sm")?;
+        let snapshots = disk.open_tree("snapshot")?;
         let mut records = Vec::new();
         for kv in sm.scan_prefix([RECORD_PREFIX]) {
             let (k, v) = kv.map_err(io_err)?;
@@ -77,7 +79,7 @@ impl StateMachine {
         };
         let inner = AppliedState { last_applied, membership, state: State::from_records(records) };
         replica.reconcile(&inner.state, last_applied.map_or(0, |id: LogId| id.index));
-        Ok(StateMachine { inner: Arc::new(RwLock::new(inner)), replica, sm, snapshots })
+        Ok(StateMachine { inner: Arc::new(RwLock::new(inner)), replica, disk: disk.clone(), sm, snapshots })
     }
 
     /// A read view of the applied state. Poisoning cannot leave the state half-applied (apply
@@ -163,7 +165,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
             batch.insert(LAST_APPLIED, encode(&applied.last_applied)?);
         }
-        self.sm.apply_batch(batch).map_err(io_err)?;
+        self.disk.batch(&self.sm, batch).await?;
         for (responder, reply) in responses {
             responder.send(reply);
         }
@@ -185,7 +187,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         batch.insert(LAST_APPLIED, encode(&meta.last_log_id)?);
         batch.insert(MEMBERSHIP, encode(&meta.last_membership)?);
-        self.sm.apply_batch(batch).map_err(io_err)?;
+        self.disk.batch(&self.sm, batch).await?;
         self.snapshots.insert(CURRENT_SNAPSHOT, encode(&(meta, &snapshot))?).map_err(io_err)?;
         let mut applied = self.write();
         applied.state = body.state;
