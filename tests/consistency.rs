@@ -312,3 +312,27 @@ async fn dist_counter_http_routes() {
     assert_eq!(code, 413, "an oversized body is refused before it is read");
     cluster.stop().await;
 }
+
+/// Many eventual and strong writes at once on every node: none may stall (sled batches and flushes
+/// once deadlocked a node this way) and the eventual view ends at exactly the sum of all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_eventual_and_strong_writes_all_complete_and_add_up() {
+    let cluster = Arc::new(LocalCluster::start(3, &[]).await);
+    let mut tasks = Vec::new();
+    for t in 0..40u64 {
+        let cluster = cluster.clone();
+        tasks.push(tokio::spawn(async move {
+            let mode = if t % 5 == 0 { W::Strong } else { W::Eventual };
+            for _ in 0..25 {
+                cluster.add(1 + t % 3, "busy", 1, mode).await.expect("write");
+            }
+        }));
+    }
+    let all = futures::future::join_all(tasks);
+    let done = tokio::time::timeout(Duration::from_secs(60), all).await.expect("every write completes");
+    assert!(done.iter().all(|r| r.is_ok()));
+    let took = converge(&cluster, "busy", 40 * 25).await;
+    println!("1000 concurrent writes (200 strong, 800 eventual) converged {took:?} after the last ack");
+    assert_eq!(cluster.get(1, "busy", C::Linearizable).await.unwrap().0, 200);
+    Arc::into_inner(cluster).expect("tasks finished").stop().await;
+}

@@ -16,4 +16,4 @@ pub use dedup::{Dedup, DedupEntry, DEDUP_MAX_ENTRIES, DEDUP_RETENTION_MS};
 pub use error::DomainError;
 pub use lots::{GateCount, Lot, LotSpec, LotView, Plate, Vehicle, MAX_CAPACITY, MAX_GATES};
 pub use names::{CounterName, LotName, RequestId};
-pub use state::{Key, Record, State};
+pub use state::State;

@@ -1,43 +1,56 @@
-//! The one sled database of a node, with the rule that keeps it from deadlocking.
+//! The one sled database of a node, and the two rules that keep sled 0.34 from wedging under load.
 //!
-//! sled 0.34 takes a global exclusive lock for `apply_batch`, while `flush` holds that lock's shared
-//! side until the flushed buffer is on disk, and the lock is fair: a batch waiting behind a flush
-//! blocks the readers the flush needs to finish. Concurrent batches and flushes from several tasks
-//! (Raft appends, the state machine, eventual writes) hung a node under `raftlot bench`. So every
-//! batch and every flush goes through [`Disk`], which never lets the two overlap.
+//! - **No batches.** `apply_batch` (and transactions) switch the whole database, for good, to a
+//!   global reader-writer lock. `flush` holds its shared side while it waits for the log buffer to
+//!   reach disk, and the lock is fair, so a batch queued behind a flush blocks the threads that would
+//!   finish it. So every write here is a single-key insert or remove, ordered so that a crash between
+//!   two of them leaves a state the code can use (each store says how).
+//! - **One flush at a time.** `flush_async` parks a thread of sled's small pool until the buffer is
+//!   stable, and the write that makes it stable is queued on the same pool; enough concurrent
+//!   flushes starve it. So flushes are group-committed: callers that arrive while a flush runs share
+//!   the next one.
+//!
+//! Both hung nodes under `raftlot bench` before they were rules.
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-use tokio::sync::RwLock;
+use tokio::sync::Mutex;
 
 use super::log_store::io_err;
 
 #[derive(Clone)]
 pub struct Disk {
     db: sled::Db,
-    /// Held shared by flushes (any number at once) and exclusively by batches.
-    gate: std::sync::Arc<RwLock<()>>,
+    /// Tickets handed to flush callers, in order; a caller's writes precede its ticket.
+    tickets: Arc<AtomicU64>,
+    /// The highest ticket a completed flush covers; the lock admits one flush at a time.
+    flushed: Arc<Mutex<u64>>,
 }
 
 impl Disk {
     pub fn new(db: sled::Db) -> Self {
-        Disk { db, gate: Default::default() }
+        Disk { db, tickets: Arc::default(), flushed: Arc::default() }
     }
 
     pub fn open_tree(&self, name: &str) -> io::Result<sled::Tree> {
         self.db.open_tree(name).map_err(io_err)
     }
 
-    /// Applies `batch` to `tree` atomically.
-    pub async fn batch(&self, tree: &sled::Tree, batch: sled::Batch) -> io::Result<()> {
-        let _exclusive = self.gate.write().await;
-        tree.apply_batch(batch).map_err(io_err)
-    }
-
-    /// Makes every write so far durable (see the README on what sled's flush guarantees).
+    /// Makes every write this caller made so far durable (see the README on what sled's flush
+    /// guarantees), sharing one flush with every caller that arrives while another runs.
     pub async fn flush(&self) -> io::Result<()> {
-        let _shared = self.gate.read().await;
-        self.db.flush_async().await.map_err(io_err)?;
+        let mine = self.tickets.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut flushed = self.flushed.lock().await;
+        if *flushed >= mine {
+            return Ok(());
+        }
+        // Every ticket issued before this flush starts is covered by it.
+        let covers = self.tickets.load(Ordering::SeqCst);
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush()).await.map_err(io_err)?.map_err(io_err)?;
+        *flushed = covers;
         Ok(())
     }
 }

@@ -142,11 +142,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = sled::Batch::default();
+        // In log order, so a crash before the flush leaves a prefix of the entries, never a gap.
         for entry in entries {
-            batch.insert(&index_key(entry.log_id.index), encode(&entry)?);
+            self.log.insert(index_key(entry.log_id.index), encode(&entry)?).map_err(io_err)?;
         }
-        self.disk.batch(&self.log, batch).await?;
         // Protects the appended entries: the leader counts this node towards a quorum as soon as the
         // callback fires, so they must survive a crash from then on.
         let flushed = self.flush().await;
@@ -157,11 +156,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> io::Result<()> {
         let from = last_log_id.map_or(0, |id| id.index + 1);
-        let mut batch = sled::Batch::default();
-        for key in self.log.range(index_key(from)..).keys() {
-            batch.remove(key.map_err(io_err)?);
+        // From the end backwards, so a crash midway leaves a shorter log, never a hole in it.
+        for key in self.log.range(index_key(from)..).keys().rev() {
+            self.log.remove(key.map_err(io_err)?).map_err(io_err)?;
         }
-        self.disk.batch(&self.log, batch).await?;
         // Protects the truncation: conflicting entries must not come back after a crash and be
         // mistaken for the new leader's.
         self.flush().await
@@ -171,10 +169,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // The purge point is recorded first, so a crash midway leaves entries that are merely
         // redundant, never a gap that the state claims to cover.
         self.put_meta(MetaKey::LastPurged, &log_id)?;
-        let mut batch = sled::Batch::default();
+        // From the start forwards, so a crash midway leaves a log that is still contiguous.
         for key in self.log.range(..=index_key(log_id.index)).keys() {
-            batch.remove(key.map_err(io_err)?);
+            self.log.remove(key.map_err(io_err)?).map_err(io_err)?;
         }
-        self.disk.batch(&self.log, batch).await
+        Ok(())
     }
 }

@@ -1,11 +1,11 @@
-//! The applied state in sled and in memory, and its snapshots.
+//! The applied state in memory, and its snapshots in sled.
 //!
-//! Reads are served from the in-memory `domain::State`; sled's `sm` tree mirrors it entity by entity
-//! so a restart does not replay the whole log. Each apply batch is written as one sled batch together
-//! with `last_applied`, so storage always holds a state that matches some applied prefix of the log;
-//! it is not flushed, because the flushed log can always re-derive it.
+//! Applying an entry does no IO: the state lives in memory, and a restart rebuilds it from the
+//! current snapshot plus the committed log after it, which openraft replays. That keeps the apply
+//! path fast and needs no multi-key write (see `Disk` for why there are none). The snapshot is one
+//! record, so it is replaced atomically; snapshots are taken every `--snapshot-logs` entries, which
+//! bounds the replay at start-up.
 
-use std::collections::HashSet;
 use std::io;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
@@ -18,12 +18,8 @@ use super::disk::Disk;
 use super::log_store::{decode, encode, io_err};
 use super::replica::EventualReplica;
 use super::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
-use crate::domain::{Applied, Key, Record, State};
+use crate::domain::{Applied, State};
 
-/// Key prefixes of the `sm` tree.
-const RECORD_PREFIX: u8 = b'r';
-const LAST_APPLIED: &[u8] = b"m/last_applied";
-const MEMBERSHIP: &[u8] = b"m/membership";
 /// The one current snapshot, in tree `snapshot`.
 const CURRENT_SNAPSHOT: &[u8] = b"current";
 
@@ -48,38 +44,23 @@ pub struct StateMachine {
     inner: Arc<RwLock<AppliedState>>,
     /// Every committed write is folded into the eventual view as it is applied.
     replica: Arc<EventualReplica>,
-    disk: Disk,
-    sm: sled::Tree,
     snapshots: sled::Tree,
 }
 
-fn record_key(key: &Key) -> io::Result<Vec<u8>> {
-    let mut bytes = vec![RECORD_PREFIX];
-    bytes.extend(encode(key)?);
-    Ok(bytes)
-}
-
 impl StateMachine {
-    /// Loads the persisted applied state and brings the eventual view's committed part up to it.
+    /// Loads the current snapshot (openraft then replays the committed log after it) and brings
+    /// the eventual view's committed part up to it.
     pub fn open(disk: &Disk, replica: Arc<EventualReplica>) -> io::Result<Self> {
-        let sm = disk.open_tree("sm")?;
         let snapshots = disk.open_tree("snapshot")?;
-        let mut records = Vec::new();
-        for kv in sm.scan_prefix([RECORD_PREFIX]) {
-            let (k, v) = kv.map_err(io_err)?;
-            records.push((decode::<Key>(&k[1..])?, decode::<Record>(&v)?));
+        let mut inner = AppliedState::default();
+        if let Some(bytes) = snapshots.get(CURRENT_SNAPSHOT).map_err(io_err)? {
+            let (meta, data): (SnapshotMeta, Vec<u8>) = decode(&bytes)?;
+            let body: SnapshotBody = decode(&data)?;
+            inner =
+                AppliedState { last_applied: meta.last_log_id, membership: meta.last_membership, state: body.state };
         }
-        let last_applied = match sm.get(LAST_APPLIED).map_err(io_err)? {
-            Some(b) => decode(&b)?,
-            None => None,
-        };
-        let membership = match sm.get(MEMBERSHIP).map_err(io_err)? {
-            Some(b) => decode(&b)?,
-            None => StoredMembership::default(),
-        };
-        let inner = AppliedState { last_applied, membership, state: State::from_records(records) };
-        replica.reconcile(&inner.state, last_applied.map_or(0, |id: LogId| id.index));
-        Ok(StateMachine { inner: Arc::new(RwLock::new(inner)), replica, disk: disk.clone(), sm, snapshots })
+        replica.reconcile(&inner.state, inner.last_applied.map_or(0, |id| id.index));
+        Ok(StateMachine { inner: Arc::new(RwLock::new(inner)), replica, snapshots })
     }
 
     /// A read view of the applied state. Poisoning cannot leave the state half-applied (apply
@@ -126,8 +107,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Strm: Stream<Item = io::Result<EntryResponder<TypeConfig>>> + Unpin + OptionalSend,
     {
         let mut responses = Vec::new();
-        let mut touched = Vec::new();
-        let mut batch = sled::Batch::default();
         {
             let mut pending = Vec::new();
             while let Some((entry, responder)) = entries.try_next().await? {
@@ -138,7 +117,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 let index = entry.log_id.index;
                 let reply = match &entry.payload {
                     EntryPayload::Normal(proposal) => {
-                        let reply = applied.state.apply(proposal, index, &mut touched);
+                        let reply = applied.state.apply(proposal, index);
                         if let (Ok(outcome), false) = (&reply.outcome, reply.deduplicated) {
                             self.replica.fold_committed(index, &proposal.command, outcome, &applied.state);
                         }
@@ -146,7 +125,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     }
                     EntryPayload::Membership(m) => {
                         applied.membership = StoredMembership::new(Some(entry.log_id), m.clone());
-                        batch.insert(MEMBERSHIP, encode(&applied.membership)?);
                         Applied { index, ..Applied::default() }
                     }
                     EntryPayload::Blank => Applied { index, ..Applied::default() },
@@ -156,16 +134,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     responses.push((r, reply));
                 }
             }
-            let unique: HashSet<&Key> = touched.iter().collect();
-            for key in unique {
-                match applied.state.record(key) {
-                    Some(record) => batch.insert(record_key(key)?, encode(&record)?),
-                    None => batch.remove(record_key(key)?),
-                }
-            }
-            batch.insert(LAST_APPLIED, encode(&applied.last_applied)?);
         }
-        self.disk.batch(&self.sm, batch).await?;
         for (responder, reply) in responses {
             responder.send(reply);
         }
@@ -178,16 +147,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Vec<u8>) -> io::Result<()> {
         let body: SnapshotBody = decode(&snapshot)?;
-        let mut batch = sled::Batch::default();
-        for key in self.sm.iter().keys() {
-            batch.remove(key.map_err(io_err)?);
-        }
-        for (key, record) in body.state.records() {
-            batch.insert(record_key(&key)?, encode(&record)?);
-        }
-        batch.insert(LAST_APPLIED, encode(&meta.last_log_id)?);
-        batch.insert(MEMBERSHIP, encode(&meta.last_membership)?);
-        self.disk.batch(&self.sm, batch).await?;
         self.snapshots.insert(CURRENT_SNAPSHOT, encode(&(meta, &snapshot))?).map_err(io_err)?;
         let mut applied = self.write();
         applied.state = body.state;
