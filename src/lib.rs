@@ -33,3 +33,9 @@ pub mod error;
 pub mod node;
 pub mod pb;
 pub mod raft;
+
+/// Wall-clock milliseconds since the Unix epoch: the time a leader stamps on a proposal, and a node's
+/// local time for eventual writes and gossip bookkeeping. A clock before 1970 reads as 0.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use openraft::async_runtime::WatchReceiver;
@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::crdt::gossip::{GossipAck, GossipLag, GossipMessage};
 use crate::domain::{Applied, Command, LotName, LotSpec, Proposal, Query, QueryReply, RequestId};
 use crate::error::{Error, LeaderHint, Result};
+use crate::now_ms;
 use crate::raft::disk::Disk;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{from_blob, to_blob, CallError, Faults, NetworkFactory, PeerClients};
@@ -145,10 +146,6 @@ enum Attempt {
     Retry(Error),
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
 impl Node {
     /// A member's addresses from the current membership, read under the metrics borrow rather than
     /// by cloning the whole metrics: this runs on every forwarded request.
@@ -215,7 +212,11 @@ impl Node {
             let applied = self.sm.read();
             let index = applied.last_applied.as_ref().map_or(0, |id| id.index);
             match consistency {
-                Consistency::Eventual => (self.replica.query(query), index),
+                // Released before the replica is read: an eventual read never holds up an apply.
+                Consistency::Eventual => {
+                    drop(applied);
+                    (self.replica.query(query), index)
+                }
                 _ => (applied.state.query(query), index),
             }
         };

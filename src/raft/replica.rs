@@ -18,6 +18,7 @@ use crate::crdt::gossip::{DeltaBuffer, GossipAck, GossipLag, GossipMessage, Outg
 use crate::crdt::{Lattice, LotReplica, PnCounter, Replica, ReplicaId};
 use crate::domain::{Applied, Command, Dedup, DedupEntry, Query, QueryReply, Reply, RequestId, State};
 use crate::error::Error;
+use crate::now_ms;
 
 const ACTOR: &[u8] = b"m/actor";
 const COUNTER_PREFIX: &[u8] = b"c/";
@@ -29,10 +30,6 @@ const KEEPALIVE_MS: u64 = 1_000;
 
 fn key(prefix: &[u8], name: &str) -> Vec<u8> {
     [prefix, name.as_bytes()].concat()
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A number that differs between starts (and between data directories) with overwhelming
@@ -107,19 +104,14 @@ impl EventualReplica {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn actor(&self) -> ReplicaId {
-        self.me
-    }
-
-    /// Writes the entities of `crdt` that `changed` names. Called under the lock, so two writes to
-    /// one entity reach sled in the order they were joined; each record is one atomic insert and
-    /// needs no batch (see `Disk` for why batches are avoided here).
-    fn persist(&self, crdt: &Replica, changed: &Replica) -> io::Result<()> {
-        let touched = crdt.touched(changed);
-        for (name, counter) in &touched.counters {
+    /// Writes `entities`, current states of whole counters and lots. Called under the lock, so two
+    /// writes to one entity reach sled in the order they were joined; each record is one atomic
+    /// insert and needs no batch (see `Disk` for why batches are avoided here).
+    fn persist(&self, entities: &Replica) -> io::Result<()> {
+        for (name, counter) in &entities.counters {
             self.tree.insert(key(COUNTER_PREFIX, name), encode(counter)?).map_err(io_err)?;
         }
-        for (name, lot) in &touched.lots {
+        for (name, lot) in &entities.lots {
             self.tree.insert(key(LOT_PREFIX, name), encode(lot)?).map_err(io_err)?;
         }
         Ok(())
@@ -135,7 +127,7 @@ impl EventualReplica {
             }
             let (reply, delta) = inner.crdt.apply_eventual(self.me, command, at_ms)?;
             let applied = Applied { index: 0, outcome: Ok(reply), deduplicated: false };
-            self.persist(&inner.crdt, &delta).map_err(Error::internal)?;
+            self.persist(&inner.crdt.touched(&delta)).map_err(Error::internal)?;
             // The dedup record goes after the write it describes: a crash between the two (before
             // the flush, so before any reply) leaves a write that a retry applies again, never a
             // retry answered with a write that is not there.
@@ -200,7 +192,7 @@ impl EventualReplica {
         if changed.is_empty() {
             return Ok(ack);
         }
-        self.persist(&inner.crdt, &changed).map_err(Error::internal)?;
+        self.persist(&changed).map_err(Error::internal)?;
         // A delta is forwarded as it came; of a full state only the entities it changed.
         let forward = if message.full { changed } else { message.state.clone() };
         inner.gossip.push(Some(message.from), forward);
