@@ -192,7 +192,6 @@ fn mode_name(l: Level) -> &'static str {
 }
 
 /// A client's connection to one node of the system under test.
-#[derive(Clone)]
 enum Conn {
     Raftlot { counters: CountersClient<Channel>, parking: ParkingClient<Channel> },
     Etcd(KvClient<Channel>),
@@ -239,33 +238,33 @@ struct Client {
     parked: bool,
 }
 
+/// One of the `keys` counters the workloads spread over, chosen at random.
+fn key(rng: &mut Rng, keys: u32) -> String {
+    format!("bench-{}", rng.below(keys as u64))
+}
+
 impl Client {
-    fn key(&mut self) -> String {
-        format!("bench-{}", self.rng.below(self.keys as u64))
-    }
-
-    fn plate(&self) -> String {
-        format!("BENCH-{}", self.id)
-    }
-
     async fn call(&mut self, op: Op) -> Result<(), tonic::Status> {
-        match (&mut self.conn.clone(), op) {
+        let op = match op {
+            Op::Mixed(l, ratio) if self.rng.chance(ratio) => Op::Read(l),
+            Op::Mixed(..) => Op::Add(Level::Linearizable),
+            op => op,
+        };
+        // Borrowed field by field, so the connection is used in place while the generator moves on.
+        let Client { id, conn, rng, keys, parked } = self;
+        match (conn, op) {
             (Conn::Raftlot { counters, .. }, Op::Add(l)) => {
                 let request =
-                    AddRequest { name: self.key(), delta: 1, mode: l.write() as i32, request_id: String::new() };
+                    AddRequest { name: key(rng, *keys), delta: 1, mode: l.write() as i32, request_id: String::new() };
                 counters.add(request).await.map(|_| ())
             }
             (Conn::Raftlot { counters, .. }, Op::Read(l)) => {
-                counters.get(GetRequest { name: self.key(), consistency: l.read() as i32 }).await.map(|_| ())
-            }
-            (Conn::Raftlot { .. }, Op::Mixed(l, ratio)) => {
-                let op = if self.rng.chance(ratio) { Op::Read(l) } else { Op::Add(Level::Linearizable) };
-                Box::pin(self.call(op)).await
+                counters.get(GetRequest { name: key(rng, *keys), consistency: l.read() as i32 }).await.map(|_| ())
             }
             (Conn::Raftlot { parking, .. }, Op::Park(l)) => {
-                let gate = 1 + self.rng.below(BENCH_GATES as u64) as u32;
-                let (lot, plate, mode) = (BENCH_LOT.to_string(), self.plate(), l.write() as i32);
-                let result = if self.parked {
+                let gate = 1 + rng.below(BENCH_GATES as u64) as u32;
+                let (lot, plate, mode) = (BENCH_LOT.to_string(), format!("BENCH-{id}"), l.write() as i32);
+                let result = if *parked {
                     let request = ExitRequest { lot, plate, gate, mode, request_id: String::new() };
                     parking.exit(request).await.map(|_| ())
                 } else {
@@ -273,16 +272,15 @@ impl Client {
                     parking.enter(request).await.map(|_| ())
                 };
                 if result.is_ok() {
-                    self.parked = !self.parked;
+                    *parked = !*parked;
                 }
                 result
             }
             (Conn::Etcd(kv), Op::EtcdPut) => {
-                let key = self.key().into_bytes();
-                kv.put(PutRequest { key, value: b"1".to_vec() }).await.map(|_| ())
+                kv.put(PutRequest { key: key(rng, *keys).into_bytes(), value: b"1".to_vec() }).await.map(|_| ())
             }
             (Conn::Etcd(kv), Op::EtcdGet { serializable }) => {
-                kv.range(RangeRequest { key: self.key().into_bytes(), serializable }).await.map(|_| ())
+                kv.range(RangeRequest { key: key(rng, *keys).into_bytes(), serializable }).await.map(|_| ())
             }
             (_, op) => Err(tonic::Status::internal(format!("{op:?} does not apply to this target"))),
         }
