@@ -499,8 +499,13 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     let mut levels = args.consistency.clone();
     if matches!(args.workload, Workload::Add | Workload::Park) {
-        // Writes only have two modes; one pass per distinct mode.
-        levels.dedup_by_key(|l| l.write() as i32);
+        // Writes only have two modes; one pass per distinct mode, in the order first listed.
+        let mut modes = Vec::new();
+        levels.retain(|l| {
+            let fresh = !modes.contains(&l.write());
+            modes.push(l.write());
+            fresh
+        });
     }
     if args.workload == Workload::Staleness {
         for level in levels.iter().filter(|l| matches!(l, Level::Local | Level::Eventual)) {
