@@ -12,6 +12,7 @@ use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use raftlot::pb::v1::cluster_client::ClusterClient;
@@ -56,9 +57,19 @@ pub struct TestCluster {
     nodes: BTreeMap<u64, TestNode>,
 }
 
+/// A port for a node that starts later. Picked below the kernel's ephemeral range (32768-60999 by
+/// default): a port the kernel hands out there is free now, but the nodes' own outgoing connections
+/// draw their local ports from that same range and can take it before its node binds it. Each test
+/// process walks its own stretch of ports, and one counter keeps parallel tests from sharing one.
 fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let offset = (std::process::id() % 100) * 120;
+    loop {
+        let port = (20_000 + (offset + NEXT.fetch_add(1, Ordering::Relaxed)) % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 impl TestCluster {
