@@ -5,6 +5,7 @@
 
 #![allow(dead_code)] // each test file uses a different part of the harness
 
+pub mod history;
 pub mod local;
 
 use std::collections::BTreeMap;
