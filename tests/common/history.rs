@@ -88,6 +88,8 @@ impl fmt::Display for Op {
 #[derive(Debug, Clone)]
 pub struct Violation {
     pub rule: String,
+    /// An acknowledged write is missing from what a later observation saw.
+    pub lost: bool,
     pub ops: Vec<Op>,
 }
 
@@ -139,21 +141,91 @@ impl History {
         self.ops.lock().expect("history lock").clone()
     }
 
-    /// Checks the history and panics listing every violation (with its operations) if there is one.
-    /// Returns how many operations were checked.
-    pub fn assert_linearizable(&self, scenario: &str) -> usize {
+    /// Microseconds since the history began, on the clock its operations are stamped with.
+    pub fn now_us(&self) -> u64 {
+        self.now()
+    }
+
+    /// Checks the history and counts what it holds.
+    pub fn verdict(&self) -> Verdict {
         let ops = self.ops();
-        let violations = check(&ops);
-        if !violations.is_empty() {
-            let shown: Vec<String> = violations.iter().take(20).map(|v| v.to_string()).collect();
+        let writes =
+            ops.iter().filter(|op| matches!(op.call, Call::Add { .. } | Call::Enter { .. } | Call::Exit { .. }));
+        let acked_writes = writes.filter(|op| op.acked()).count();
+        Verdict { ops: ops.len(), acked_writes, violations: check(&ops) }
+    }
+}
+
+/// What checking a history found.
+pub struct Verdict {
+    pub ops: usize,
+    pub acked_writes: usize,
+    pub violations: Vec<Violation>,
+}
+
+impl Verdict {
+    /// Acknowledged writes missing from a later observation.
+    pub fn lost(&self) -> usize {
+        self.violations.iter().filter(|v| v.lost).count()
+    }
+
+    /// This verdict's row of the fault table, with no gap or convergence figures yet.
+    pub fn row<'a>(&self, scenario: &'a str, injected: &'a str) -> Row<'a> {
+        Row {
+            scenario,
+            injected,
+            ops: self.ops,
+            lost: self.lost(),
+            violations: self.violations.len(),
+            gaps: Vec::new(),
+            converged: None,
+        }
+    }
+
+    /// Panics listing every violation (the first 20 in full, with their operations) if there is one.
+    pub fn assert_clean(&self, scenario: &str) {
+        if !self.violations.is_empty() {
+            let shown: Vec<String> = self.violations.iter().take(20).map(|v| v.to_string()).collect();
             panic!(
-                "{scenario}: {} violation(s) in a history of {} operations:\n{}",
-                violations.len(),
-                ops.len(),
+                "{scenario}: {} violation(s), {} of them lost acknowledged writes, in a history of {} operations:\n{}",
+                self.violations.len(),
+                self.lost(),
+                self.ops,
                 shown.join("")
             );
         }
-        ops.len()
+    }
+}
+
+/// One row of the fault table in FAULTS.md; each scenario test prints its own.
+pub struct Row<'a> {
+    pub scenario: &'a str,
+    pub injected: &'a str,
+    pub ops: usize,
+    pub lost: usize,
+    pub violations: usize,
+    /// Client-visible write gaps after each fault, when the scenario measures them.
+    pub gaps: Vec<std::time::Duration>,
+    pub converged: Option<std::time::Duration>,
+}
+
+impl fmt::Display for Row<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = |d: std::time::Duration| format!("{} ms", d.as_millis());
+        let gap = if self.gaps.is_empty() {
+            "-".to_string()
+        } else {
+            let mut sorted = self.gaps.clone();
+            sorted.sort();
+            // The lower median for an even count: a figure that was actually observed.
+            format!("{} / {}", ms(sorted[(sorted.len() - 1) / 2]), ms(sorted[sorted.len() - 1]))
+        };
+        let converged = self.converged.map_or("-".to_string(), ms);
+        write!(
+            f,
+            "FAULTS | {} | {} | {} | {} | {} | {gap} | {converged} |",
+            self.scenario, self.injected, self.ops, self.lost, self.violations
+        )
     }
 }
 
@@ -266,6 +338,7 @@ fn check_counter(name: &str, ops: &[&Op], violations: &mut Vec<Violation>) {
             relevant.sort_by_key(|a| a.completed);
             culprits.extend(relevant.iter().rev().take(8).map(|a| (**a).clone()));
             violations.push(Violation {
+                lost: v < lo,
                 rule: format!(
                     "counter {name}: observed {value}, but the adds around it allow only {lo}..={hi} \
                      (below: an acknowledged add is missing; above: an add that cannot have applied yet is counted)"
@@ -293,6 +366,7 @@ fn check_counter(name: &str, ops: &[&Op], violations: &mut Vec<Violation>) {
             if let Some(earlier) = highest {
                 if later.1 < earlier.1 {
                     violations.push(Violation {
+                        lost: false,
                         rule: format!(
                             "counter {name} went backwards: {} was observed after {} had been observed",
                             later.1, earlier.1
@@ -339,6 +413,7 @@ fn check_lot(name: &str, ops: &[&Op], violations: &mut Vec<Violation>) {
         let unique: BTreeSet<&str> = listed.iter().map(String::as_str).collect();
         if unique.len() != listed.len() || listed.len() > *cap as usize {
             violations.push(Violation {
+                lost: false,
                 rule: format!("lot {name}: {} cars listed, {} distinct, {cap} spaces", listed.len(), unique.len()),
                 ops: vec![(*read).clone()],
             });
@@ -348,6 +423,7 @@ fn check_lot(name: &str, ops: &[&Op], violations: &mut Vec<Violation>) {
                 enters.get(plate).unwrap_or(&none).iter().any(|e| e.may_have_applied() && e.invoked < read.completed);
             if !possible {
                 violations.push(Violation {
+                    lost: false,
                     rule: format!("lot {name}: {plate} is listed but no entry that may have applied precedes the read"),
                     ops: vec![(*read).clone()],
                 });
@@ -359,6 +435,7 @@ fn check_lot(name: &str, ops: &[&Op], violations: &mut Vec<Violation>) {
                 let what =
                     if listed { "an acknowledged exit is not reflected" } else { "an acknowledged entry is missing" };
                 violations.push(Violation {
+                    lost: true,
                     rule: format!("lot {name}: {what}: {plate} is {}listed", if listed { "" } else { "not " }),
                     ops: vec![pin, (*read).clone()],
                 });
@@ -374,6 +451,7 @@ fn check_lot(name: &str, ops: &[&Op], violations: &mut Vec<Violation>) {
         let inside: Vec<Op> = plates.iter().filter_map(|p| pinned(p, true, t + 1, t)).collect();
         if inside.len() > capacity as usize {
             violations.push(Violation {
+                lost: false,
                 rule: format!("lot {name}: {} acknowledged cars are inside at once, {capacity} spaces", inside.len()),
                 ops: inside,
             });
