@@ -21,6 +21,7 @@ use super::{eventually, WAIT};
 
 struct LocalNode {
     client_addr: SocketAddr,
+    peer_addr: SocketAddr,
     http_addr: SocketAddr,
     channel: Channel,
     stop: Option<oneshot::Sender<()>>,
@@ -73,6 +74,7 @@ impl LocalCluster {
             };
             let config = Config::try_from(args).expect("valid config");
             let client_addr = client.local_addr().unwrap();
+            let peer_addr = peer.local_addr().unwrap();
             let http_addr = http.local_addr().unwrap();
             let listeners = Listeners {
                 client: tokio_listener(client),
@@ -87,7 +89,7 @@ impl LocalCluster {
                 .expect("endpoint")
                 .connect_timeout(Duration::from_millis(500))
                 .connect_lazy();
-            nodes.insert(id, LocalNode { client_addr, http_addr, channel, stop: Some(stop), task });
+            nodes.insert(id, LocalNode { client_addr, peer_addr, http_addr, channel, stop: Some(stop), task });
         }
         let cluster = LocalCluster { faults, nodes, _dir: dir };
         cluster.wait_for_leader(&cluster.ids()).await;
@@ -123,6 +125,10 @@ impl LocalCluster {
 
     pub fn client_addr(&self, id: u64) -> SocketAddr {
         self.nodes[&id].client_addr
+    }
+
+    pub fn peer_addr(&self, id: u64) -> SocketAddr {
+        self.nodes[&id].peer_addr
     }
 
     pub fn http_addr(&self, id: u64) -> SocketAddr {
