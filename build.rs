@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "proto/raftlot/v1/counters.proto",
             "proto/raftlot/v1/parking.proto",
             "proto/raftlot/v1/cluster.proto",
+            "proto/raftlot/v1/cache.proto",
         ],
         &["proto"],
     )?;

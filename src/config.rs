@@ -51,6 +51,9 @@ pub struct ServeArgs {
     /// How often eventual writes are gossiped to each peer, e.g. 50ms or 1s.
     #[arg(long, env = "RAFTLOT_GOSSIP_INTERVAL", default_value = "50ms")]
     pub gossip_interval: String,
+    /// How often the leader's singleton jobs (overstay and cache-expiry sweepers) look for work.
+    #[arg(long, env = "RAFTLOT_JOB_INTERVAL", default_value = "500ms")]
+    pub job_interval: String,
     /// Where sled keeps the vote, the log, the state machine and snapshots.
     #[arg(long, env = "RAFTLOT_DATA_DIR")]
     pub data_dir: PathBuf,
@@ -126,6 +129,7 @@ pub struct Config {
     pub peer_listen: SocketAddr,
     pub http_listen: Option<SocketAddr>,
     pub gossip_interval: Duration,
+    pub job_interval: Duration,
     pub data_dir: PathBuf,
     pub cluster_secret: Option<String>,
     pub heartbeat: Duration,
@@ -174,13 +178,20 @@ pub fn parse_peers(spec: &str) -> Result<BTreeMap<u64, Member>, ConfigError> {
 
 /// Parses `NAME=CAPACITYxGATES`.
 pub fn parse_lot(spec: &str) -> Result<(LotName, LotSpec), ConfigError> {
-    let shape = || bad("--lot", format!("{spec:?} is not NAME=CAPACITYxGATES, e.g. main=100x4"));
-    let (name, size) = spec.split_once('=').ok_or_else(shape)?;
+    let shape =
+        || bad("--lot", format!("{spec:?} is not NAME=CAPACITYxGATES[/MAX_STAY], e.g. main=100x4 or short=10x2/30s"));
+    let (name, shape_and_stay) = spec.split_once('=').ok_or_else(shape)?;
+    let (size, max_stay) = match shape_and_stay.split_once('/') {
+        Some((size, stay)) => (size, parse_duration("--lot", stay.trim())?),
+        None => (shape_and_stay, Duration::ZERO),
+    };
     let (capacity, gates) = size.split_once(['x', 'X']).ok_or_else(shape)?;
     let capacity: u32 = capacity.trim().parse().map_err(|_| shape())?;
     let gates: u32 = gates.trim().parse().map_err(|_| shape())?;
     let name = LotName::parse(name.trim()).map_err(|e| bad("--lot", e.to_string()))?;
-    let lot = LotSpec::new(capacity, gates).map_err(|e| bad("--lot", e.to_string()))?;
+    let lot = LotSpec::new(capacity, gates)
+        .and_then(|s| s.with_max_stay(max_stay.as_millis() as u64))
+        .map_err(|e| bad("--lot", e.to_string()))?;
     Ok((name, lot))
 }
 
@@ -236,6 +247,7 @@ impl TryFrom<ServeArgs> for Config {
             peer_listen: args.peer_listen.unwrap_or(me.peer_addr),
             http_listen: args.http_listen,
             gossip_interval: parse_duration("--gossip-interval", &args.gossip_interval)?,
+            job_interval: parse_duration("--job-interval", &args.job_interval)?,
             members,
             data_dir: args.data_dir,
             cluster_secret: args.cluster_secret,

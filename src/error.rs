@@ -52,6 +52,7 @@ impl From<Error> for tonic::Status {
             Error::Domain(DomainError::NotFound(_)) => tonic::Status::not_found(message),
             Error::Domain(DomainError::AlreadyExists(_)) => tonic::Status::already_exists(message),
             Error::Domain(DomainError::FailedPrecondition(_)) => tonic::Status::failed_precondition(message),
+            Error::Domain(DomainError::ResourceExhausted(_)) => tonic::Status::resource_exhausted(message),
             Error::Unavailable { leader, .. } | Error::NotLeader { leader, .. } => {
                 let mut status = tonic::Status::unavailable(message);
                 if let Some(hint) = leader {

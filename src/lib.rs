@@ -1,4 +1,5 @@
-//! raftlot: parking lots and PN counters replicated through an openraft log persisted in sled.
+//! raftlot: parking lots, PN counters and a TTL cache replicated through an openraft log persisted in
+//! sled.
 //!
 //! # Layout
 //! - `config`: every flag and environment variable, validated once.
@@ -8,6 +9,7 @@
 //! - `raft`: openraft glue: type config, sled log store and state machine, peer transport client.
 //! - `api`: gRPC services on the client and peer ports, and the HTTP routes.
 //! - `node`: wires storage, Raft and servers; routes each request to where it must run.
+//! - `jobs`: singleton jobs (overstay and cache-expiry sweepers) that run on the leader, fenced by term.
 //! - `cli`: the `cluster` and `status` commands.
 //!
 //! # How a write flows
@@ -30,6 +32,7 @@ pub mod config;
 pub mod crdt;
 pub mod domain;
 pub mod error;
+pub mod jobs;
 pub mod node;
 pub mod pb;
 pub mod raft;

@@ -17,8 +17,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::crdt::gossip::{GossipAck, GossipLag, GossipMessage};
-use crate::domain::{Applied, Command, LotName, LotSpec, Proposal, Query, QueryReply, RequestId};
+use crate::domain::{
+    Applied, CacheKey, CacheRead, CachedValue, Command, JobEffect, LotName, LotSpec, Proposal, Query, QueryReply,
+    RequestId, State,
+};
 use crate::error::{Error, LeaderHint, Result};
+use crate::jobs::{JobView, Jobs};
 use crate::now_ms;
 use crate::raft::disk::Disk;
 use crate::raft::log_store::LogStore;
@@ -96,6 +100,8 @@ pub struct NodeView {
     pub snapshot_index: u64,
     pub purged_index: u64,
     pub gossip: Vec<GossipLag>,
+    /// The singleton jobs running on this node (only a leader runs any).
+    pub jobs: Vec<JobView>,
 }
 
 impl NodeView {
@@ -114,6 +120,7 @@ impl NodeView {
             snapshot_index: 0,
             purged_index: 0,
             gossip: Vec::new(),
+            jobs: Vec::new(),
         }
     }
 }
@@ -137,6 +144,7 @@ pub struct Node {
     /// Milliseconds after `started` at which a leader last reached this node (an append or a
     /// heartbeat accepted). An atomic because the peer service updates it on every append.
     leader_contact_ms: AtomicU64,
+    pub jobs: Jobs,
 }
 
 /// Why one attempt to route a request did not produce an answer that can be returned.
@@ -217,7 +225,7 @@ impl Node {
                     drop(applied);
                     (self.replica.query(query), index)
                 }
-                _ => (applied.state.query(query), index),
+                _ => (applied.state.query(query, now_ms()), index),
             }
         };
         let staleness_ms = if leader_id == Some(self.id) {
@@ -343,6 +351,47 @@ impl Node {
         }
     }
 
+    /// The term this node leads, if it is the leader.
+    pub fn leader_term(&self) -> Option<u64> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        (m.current_leader == Some(self.id) && m.state.is_leader()).then_some(m.current_term)
+    }
+
+    /// Runs `f` on the applied state; the lock is held only for `f`.
+    pub fn with_state<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        f(&self.sm.read().state)
+    }
+
+    /// Proposes a singleton job's effect, planned in `term`, on this node only: a job runs where
+    /// leadership is, so a job effect is never forwarded.
+    pub async fn propose_job(&self, term: u64, effect: JobEffect) -> Result<Applied> {
+        let proposal = Proposal { command: Command::Job { term, effect }, request_id: None, at_ms: now_ms() };
+        match tokio::time::timeout(self.request_timeout, self.raft.client_write(proposal)).await {
+            Ok(Ok(response)) => Ok(response.data),
+            Ok(Err(e)) => Err(Error::unavailable(format!("job effect not committed: {e}"), None)),
+            Err(_) => Err(Error::unavailable("job effect not committed before the deadline", None)),
+        }
+    }
+
+    /// Waits until this node has applied a live value for `key`, for at most `wait` (and never past
+    /// the request deadline). Any applied value is committed, so a LOCAL look suffices; the wake-up
+    /// is raft's metrics watch, which changes on every apply.
+    pub async fn wait_for_cached(&self, key: &CacheKey, wait: Duration) -> Option<CachedValue> {
+        let deadline = tokio::time::Instant::now() + wait.min(self.request_timeout);
+        let mut metrics = self.raft.metrics();
+        let query = Query::Cache(key.clone());
+        loop {
+            if let QueryReply::Cache(CacheRead { value: Some(v), .. }) = self.sm.read().state.query(&query, now_ms()) {
+                return Some(v);
+            }
+            match tokio::time::timeout_at(deadline, metrics.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return None,
+            }
+        }
+    }
+
     /// This node's own view, for `NodeInfo` and `Cluster/Status`.
     pub fn view(&self) -> NodeView {
         let metrics = self.raft.metrics().borrow_watched().clone();
@@ -360,6 +409,7 @@ impl Node {
             snapshot_index: metrics.snapshot.as_ref().map_or(0, |id| id.index),
             purged_index: metrics.purged.as_ref().map_or(0, |id| id.index),
             gossip: self.replica.lag(self.peer_members().into_iter().map(|(id, _)| id)),
+            jobs: self.jobs.views(),
         }
     }
 
@@ -442,6 +492,18 @@ impl Node {
                             pending: g.pending_deltas,
                             needs_full: g.needs_full_sync,
                             since_ack_ms: g.since_ack_ms,
+                        })
+                        .collect(),
+                    jobs: i
+                        .jobs
+                        .into_iter()
+                        .map(|j| JobView {
+                            name: j.name,
+                            term: j.term,
+                            since_ms: j.since_ms,
+                            runs: j.runs,
+                            applied: j.applied,
+                            last_error: (!j.last_error.is_empty()).then_some(j.last_error),
                         })
                         .collect(),
                 },
@@ -646,6 +708,7 @@ pub async fn run(
         request_timeout: config.request_timeout,
         started: Instant::now(),
         leader_contact_ms: AtomicU64::new(0),
+        jobs: Jobs::default(),
     });
 
     let stop = CancellationToken::new();
@@ -664,6 +727,7 @@ pub async fn run(
     tracing::info!(id = config.id, %client_addr, %peer_addr, data_dir = %config.data_dir.display(), "node started");
     tokio::spawn(ensure_lots(node.clone(), config.lots.clone(), stop.clone()));
     tokio::spawn(gossip(node.clone(), config.gossip_interval, stop.clone()));
+    tokio::spawn(crate::jobs::supervise(node.clone(), config.job_interval, stop.clone()));
 
     let early = tokio::select! {
         _ = shutdown => None,

@@ -208,7 +208,7 @@ async fn eventual_entries_on_both_sides_of_a_partition_overfill_a_lot_the_strong
     let cluster = LocalCluster::start(3, FAST).await;
     let leader = cluster.wait_for_leader(&cluster.ids()).await;
     let minority = *cluster.ids().iter().find(|id| **id != leader).unwrap();
-    let configure = ConfigureLotRequest { lot: "small".into(), capacity: 10, gates: 2 };
+    let configure = ConfigureLotRequest { lot: "small".into(), capacity: 10, gates: 2, ..Default::default() };
     cluster.parking(leader).configure_lot(configure).await.unwrap();
     for i in 0..6 {
         enter(&cluster, leader, "small", &format!("S{i}"), W::Strong).await.unwrap();

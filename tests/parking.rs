@@ -46,7 +46,7 @@ async fn every_parking_rule_holds_with_its_status_code() {
     assert_eq!((main.capacity, main.gates, main.occupied, main.free), (100, 4, 0, 100));
 
     let made = p2
-        .configure_lot(ConfigureLotRequest { lot: "tiny".into(), capacity: 2, gates: 2 })
+        .configure_lot(ConfigureLotRequest { lot: "tiny".into(), capacity: 2, gates: 2, ..Default::default() })
         .await
         .expect("configure")
         .into_inner();
@@ -104,19 +104,25 @@ async fn every_parking_rule_holds_with_its_status_code() {
         ),
         (
             "shrinking below occupancy",
-            p2.configure_lot(ConfigureLotRequest { lot: "tiny".into(), capacity: 1, gates: 2 }).await.map(drop),
+            p2.configure_lot(ConfigureLotRequest { lot: "tiny".into(), capacity: 1, gates: 2, ..Default::default() })
+                .await
+                .map(drop),
             Code::FailedPrecondition,
             "cannot shrink",
         ),
         (
             "capacity 0",
-            p2.configure_lot(ConfigureLotRequest { lot: "tiny".into(), capacity: 0, gates: 2 }).await.map(drop),
+            p2.configure_lot(ConfigureLotRequest { lot: "tiny".into(), capacity: 0, gates: 2, ..Default::default() })
+                .await
+                .map(drop),
             Code::InvalidArgument,
             "capacity",
         ),
         (
             "65 gates",
-            p2.configure_lot(ConfigureLotRequest { lot: "tiny".into(), capacity: 5, gates: 65 }).await.map(drop),
+            p2.configure_lot(ConfigureLotRequest { lot: "tiny".into(), capacity: 5, gates: 65, ..Default::default() })
+                .await
+                .map(drop),
             Code::InvalidArgument,
             "gates",
         ),
@@ -184,7 +190,7 @@ async fn a_contended_small_lot_never_overflows_while_the_leader_dies() {
     let leader = cluster.wait_for_leader().await;
     let mut admin = cluster.parking(leader);
     admin
-        .configure_lot(ConfigureLotRequest { lot: "small".into(), capacity: 10, gates: 2 })
+        .configure_lot(ConfigureLotRequest { lot: "small".into(), capacity: 10, gates: 2, ..Default::default() })
         .await
         .expect("configure small");
 

@@ -86,11 +86,27 @@ impl From<GossipLag> for pb::GossipLag {
 
 impl From<ClusterView> for pb::StatusReply {
     fn from(v: ClusterView) -> Self {
+        let jobs = v
+            .nodes
+            .iter()
+            .flat_map(|n| {
+                n.jobs.iter().map(|j| pb::JobStatus {
+                    name: j.name.clone(),
+                    node_id: n.id,
+                    term: j.term,
+                    since_ms: j.since_ms,
+                    runs: j.runs,
+                    applied: j.applied,
+                    last_error: j.last_error.clone().unwrap_or_default(),
+                })
+            })
+            .collect();
         pb::StatusReply {
             leader_id: v.leader_id.unwrap_or(0),
             term: v.term,
             served_by: v.served_by,
             nodes: v.nodes.into_iter().map(Into::into).collect(),
+            jobs,
         }
     }
 }

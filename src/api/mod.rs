@@ -1,8 +1,9 @@
-//! The servers: the public gRPC client port (Counters, Parking, Cluster, health, reflection), the
+//! The servers: the public gRPC client port (Counters, Parking, Cache, Cluster, health, reflection), the
 //! peer port, and the HTTP routes.
 //! Each service validates its input, then calls the node; errors become a `tonic::Status` only
 //! through `crate::error`.
 
+mod cache;
 mod cluster;
 mod convert;
 mod counters;
@@ -21,6 +22,7 @@ use tonic::transport::Server;
 use crate::node::Node;
 use crate::pb;
 use crate::pb::peer::raft_peer_server::RaftPeerServer;
+use crate::pb::v1::cache_server::CacheServer;
 use crate::pb::v1::cluster_server::ClusterServer;
 use crate::pb::v1::counters_server::CountersServer;
 use crate::pb::v1::parking_server::ParkingServer;
@@ -40,6 +42,7 @@ pub async fn serve_client(node: Arc<Node>, listener: TcpListener, stop: Cancella
     health.set_serving::<CountersServer<counters::CountersService>>().await;
     health.set_serving::<ClusterServer<cluster::ClusterService>>().await;
     health.set_serving::<ParkingServer<parking::ParkingService>>().await;
+    health.set_serving::<CacheServer<cache::CacheService>>().await;
     // Both reflection versions: grpcurl releases before 1.9 only speak v1alpha.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -57,6 +60,9 @@ pub async fn serve_client(node: Arc<Node>, listener: TcpListener, stop: Cancella
         .add_service(
             ParkingServer::new(parking::ParkingService { node: node.clone() })
                 .max_decoding_message_size(MAX_CLIENT_MESSAGE),
+        )
+        .add_service(
+            CacheServer::new(cache::CacheService { node: node.clone() }).max_decoding_message_size(MAX_CLIENT_MESSAGE),
         )
         .add_service(ClusterServer::new(cluster::ClusterService { node }).max_decoding_message_size(MAX_CLIENT_MESSAGE))
         .serve_with_incoming_shutdown(incoming(listener), stop.cancelled())

@@ -114,6 +114,18 @@ impl Parking for ParkingService {
             meta: Some(result.meta.into()),
             over_capacity: lot.over_capacity,
             duplicates: lot.duplicates.iter().map(|p| p.as_str().to_string()).collect(),
+            max_stay_ms: lot.spec.max_stay_ms,
+            tows: lot
+                .tows
+                .iter()
+                .map(|t| pb::TowRecord {
+                    plate: t.plate.as_str().to_string(),
+                    entered_at_ms: t.entered_at_ms,
+                    towed_at_ms: t.towed_at_ms,
+                    log_index: t.index,
+                    term: t.term,
+                })
+                .collect(),
         }))
     }
 
@@ -123,7 +135,8 @@ impl Parking for ParkingService {
     ) -> Result<Response<pb::ConfigureLotReply>, Status> {
         let r = request.into_inner();
         let lot = LotName::parse(r.lot).map_err(Error::from)?;
-        let spec = LotSpec::new(r.capacity, r.gates).map_err(Error::from)?;
+        let spec =
+            LotSpec::new(r.capacity, r.gates).and_then(|s| s.with_max_stay(r.max_stay_ms)).map_err(Error::from)?;
         let applied = self.node.write(Command::ConfigureLot { lot, spec }, None).await?;
         match applied.outcome.map_err(Error::from)? {
             Reply::LotConfigured { lot, spec, created } => Ok(Response::new(pb::ConfigureLotReply {
@@ -132,6 +145,7 @@ impl Parking for ParkingService {
                 gates: spec.gates,
                 created,
                 log_index: applied.index,
+                max_stay_ms: spec.max_stay_ms,
             })),
             other => Err(unexpected("a lot configuration", other)),
         }

@@ -103,6 +103,18 @@ impl RaftPeer for PeerService {
                     since_ack_ms: g.since_ack_ms,
                 })
                 .collect(),
+            jobs: v
+                .jobs
+                .into_iter()
+                .map(|j| crate::pb::peer::Job {
+                    name: j.name,
+                    term: j.term,
+                    since_ms: j.since_ms,
+                    runs: j.runs,
+                    applied: j.applied,
+                    last_error: j.last_error.unwrap_or_default(),
+                })
+                .collect(),
         }))
     }
 }

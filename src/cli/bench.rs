@@ -426,7 +426,8 @@ async fn prepare(args: &BenchArgs) -> anyhow::Result<()> {
         counters.add(request).await.with_context(|| format!("cannot prepare counter bench-{k}"))?;
     }
     if args.workload == Workload::Park {
-        let lot = ConfigureLotRequest { lot: BENCH_LOT.into(), capacity: 100_000, gates: BENCH_GATES };
+        let lot =
+            ConfigureLotRequest { lot: BENCH_LOT.into(), capacity: 100_000, gates: BENCH_GATES, ..Default::default() };
         ParkingClient::new(channel).configure_lot(lot).await.context("cannot create the bench lot")?;
     }
     if !args.etcd.is_empty() {

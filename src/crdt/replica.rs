@@ -1,5 +1,6 @@
-//! A node's whole eventual view: one PN-counter per counter and one lot replica per lot, the eventual
-//! write operations, and the folding of strongly committed writes into the view.
+//! A node's whole eventual view: one PN-counter per counter, one lot replica per lot and a
+//! last-writer-wins map of cache values; the eventual write operations; and the folding of strongly
+//! committed writes into the view.
 
 use std::collections::BTreeMap;
 
@@ -7,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{Actor, AwSet, Dot, Lattice, PnCounter, ReplicaId, Versioned};
 use crate::domain::{
-    Command, DomainError, GateCount, LotSpec, LotView, Plate, Query, QueryReply, Reply, State, Vehicle,
+    CacheRead, CachedValue, Command, DomainError, GateCount, JobEffect, LotSpec, LotView, Plate, Query, QueryReply,
+    Reply, State, Vehicle,
 };
 
 /// Where and when a car entered, as one add of a plate records it.
@@ -48,12 +50,19 @@ impl Lattice for LotReplica {
 pub struct Replica {
     pub counters: BTreeMap<String, PnCounter>,
     pub lots: BTreeMap<String, LotReplica>,
+    /// Cache values, the highest log index winning. Only committed writes reach it: the cache has
+    /// no eventual write path, because handing a key to exactly one filler needs consensus. As
+    /// every node folds the same log, this part is neither gossiped nor persisted (reconcile
+    /// rebuilds it), and a removal can drop a key outright: no peer can send an older version back.
+    #[serde(skip)]
+    pub cache: BTreeMap<String, Versioned<CachedValue>>,
 }
 
 impl Lattice for Replica {
     fn join(&mut self, other: &Self) {
         self.counters.join(&other.counters);
         self.lots.join(&other.lots);
+        self.cache.join(&other.cache);
     }
 }
 
@@ -75,6 +84,7 @@ impl Replica {
         Replica {
             counters: delta.counters.keys().filter_map(|k| Some((k.clone(), self.counters.get(k)?.clone()))).collect(),
             lots: delta.lots.keys().filter_map(|k| Some((k.clone(), self.lots.get(k)?.clone()))).collect(),
+            cache: BTreeMap::new(),
         }
     }
 
@@ -139,6 +149,12 @@ impl Replica {
                     "lots are configured through Raft only; use WRITE_MODE_STRONG",
                 ))
             }
+            Command::CachePut { .. }
+            | Command::CacheDelete { .. }
+            | Command::CacheClaim { .. }
+            | Command::Job { .. } => {
+                return Err(DomainError::invalid("mode", "the cache and jobs write through Raft only"))
+            }
         }
         let entered_at = self.entered_at(command);
         self.join(&delta);
@@ -193,7 +209,7 @@ impl Replica {
                     parked_ms: entered_at_ms.map_or(0, |t| at_ms.saturating_sub(t)),
                 }
             }
-            Command::ConfigureLot { .. } | Command::EnsureLot { .. } => Reply::Nothing,
+            _ => Reply::Nothing,
         }
     }
 
@@ -217,15 +233,37 @@ impl Replica {
                 self.fold_gates(lot.as_str(), index, state);
             }
             (Command::Exit { lot, plate, .. }, Reply::Exited { .. }) => {
-                let replica = self.lots.entry(lot.as_str().to_string()).or_default();
-                // The plate's one committed entry is its Raft dot below this index; a later
-                // re-entry seen early through gossip has a higher index and stays.
-                let removal = replica.plates.remove_where(plate, |d| d.actor == Actor::Raft && d.seq < index);
-                replica.plates.join(&removal);
+                self.fold_removal(lot.as_str(), plate, index);
                 self.fold_gates(lot.as_str(), index, state);
+            }
+            (Command::Job { effect: JobEffect::Tow { lot, .. }, .. }, Reply::Towed { plates, .. }) => {
+                for plate in plates.iter().filter_map(|p| Plate::parse(p).ok()) {
+                    self.fold_removal(lot.as_str(), &plate, index);
+                }
+                self.fold_gates(lot.as_str(), index, state);
+            }
+            (Command::CachePut { key, .. }, Reply::CacheStored { value, .. }) => {
+                self.cache
+                    .join(&BTreeMap::from([(key.as_str().to_string(), Versioned { index, value: value.clone() })]));
+            }
+            (Command::CacheDelete { key }, Reply::CacheDeleted { .. }) => {
+                self.cache.remove(key.as_str());
+            }
+            (Command::Job { effect: JobEffect::Expire { .. }, .. }, Reply::Expired { keys }) => {
+                for key in keys {
+                    self.cache.remove(key);
+                }
             }
             _ => {}
         }
+    }
+
+    /// A committed exit or tow of `plate`: its one committed entry is its Raft dot below this
+    /// index; a later re-entry seen early through gossip has a higher index and stays.
+    fn fold_removal(&mut self, lot: &str, plate: &Plate, index: u64) {
+        let replica = self.lots.entry(lot.to_string()).or_default();
+        let removal = replica.plates.remove_where(plate, |d| d.actor == Actor::Raft && d.seq < index);
+        replica.plates.join(&removal);
     }
 
     fn fold_gates(&mut self, lot: &str, index: u64, state: &State) {
@@ -253,9 +291,12 @@ impl Replica {
             });
             replica.plates.join(&AwSet::authoritative(Actor::Raft, index, committed));
         }
+        self.cache =
+            state.cache().values().map(|(k, v)| (k.to_string(), Versioned { index: v.version, value: v })).collect();
     }
 
-    pub fn query(&self, query: &Query) -> QueryReply {
+    /// Answers a read; `now_ms` is this node's clock, against which cache values expire.
+    pub fn query(&self, query: &Query, now_ms: u64) -> QueryReply {
         match query {
             Query::Counter(name) => match self.counters.get(name.as_str()) {
                 Some(c) => QueryReply::Counter { value: clamp(c.value()), exists: true },
@@ -269,6 +310,10 @@ impl Replica {
                 let (_, dots) = lot.plates.iter().find(|(p, _)| *p == plate)?;
                 Some((name.clone(), vehicle(dots)))
             })),
+            Query::Cache(key) => QueryReply::Cache(CacheRead {
+                value: self.cache.get(key.as_str()).map(|v| v.value.clone()).filter(|v| now_ms < v.expires_at_ms),
+                removed_at_index: None,
+            }),
         }
     }
 
@@ -301,6 +346,7 @@ impl Replica {
             vehicles,
             gate_counts,
             duplicates,
+            tows: Vec::new(),
         })
     }
 }

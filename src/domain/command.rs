@@ -3,7 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{CounterName, DomainError, LotName, LotSpec, LotView, Plate, RequestId, Vehicle};
+use super::{
+    CacheKey, CacheRead, CachedValue, ClaimOutcome, CounterName, DomainError, LotName, LotSpec, LotView, Plate,
+    RequestId, Vehicle,
+};
 
 /// A state change a client asked for, already validated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,6 +35,37 @@ pub enum Command {
         plate: Plate,
         gate: u32,
     },
+    /// Stores a value; with `token`, fulfils that claim.
+    CachePut {
+        key: CacheKey,
+        value: Vec<u8>,
+        ttl_ms: u64,
+        token: Option<String>,
+    },
+    CacheDelete {
+        key: CacheKey,
+    },
+    CacheClaim {
+        key: CacheKey,
+        lease_ms: u64,
+        holder: String,
+    },
+    /// A leader-pinned job's effect. It applies only in the term of the leader that planned it:
+    /// an entry whose term differs was proposed by a leader that has since been replaced (fencing).
+    Job {
+        term: u64,
+        effect: JobEffect,
+    },
+}
+
+/// What a singleton job asks the state machine to do. Each names the entities its leader saw; apply
+/// re-checks every condition at the entry's own time, so a repeat or a late entry changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobEffect {
+    /// Tow these cars if they are still inside and overstayed.
+    Tow { lot: LotName, plates: Vec<Plate> },
+    /// Remove these cache entries if they are still expired.
+    Expire { keys: Vec<CacheKey> },
 }
 
 /// One Raft log entry's payload. `at_ms` is the leader's wall clock at proposal time; it travels in
@@ -55,6 +89,17 @@ impl std::fmt::Display for Proposal {
             }
             Command::Exit { lot, plate, gate } => {
                 write!(f, "{} exits {} at gate {gate}", plate.as_str(), lot.as_str())?
+            }
+            Command::CachePut { key, value, ttl_ms, .. } => {
+                write!(f, "cache {} = {} bytes for {ttl_ms} ms", key.as_str(), value.len())?
+            }
+            Command::CacheDelete { key } => write!(f, "cache delete {}", key.as_str())?,
+            Command::CacheClaim { key, holder, .. } => write!(f, "cache claim {} by {holder}", key.as_str())?,
+            Command::Job { term, effect: JobEffect::Tow { lot, plates } } => {
+                write!(f, "term {term} tows {} cars from {}", plates.len(), lot.as_str())?
+            }
+            Command::Job { term, effect: JobEffect::Expire { keys } } => {
+                write!(f, "term {term} expires {} cache keys", keys.len())?
             }
         }
         if let Some(id) = &self.request_id {
@@ -92,6 +137,25 @@ pub enum Reply {
         capacity: u32,
         parked_ms: u64,
     },
+    CacheStored {
+        key: String,
+        value: CachedValue,
+    },
+    CacheDeleted {
+        key: String,
+        existed: bool,
+    },
+    Claimed {
+        key: String,
+        outcome: ClaimOutcome,
+    },
+    Towed {
+        lot: String,
+        plates: Vec<String>,
+    },
+    Expired {
+        keys: Vec<String>,
+    },
     /// A log entry that carries no command (a leader's blank entry or a membership change).
     Nothing,
 }
@@ -121,6 +185,7 @@ pub enum Query {
     Lot(LotName),
     /// Which lot a plate is in, if any.
     Vehicle(Plate),
+    Cache(CacheKey),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,4 +194,5 @@ pub enum QueryReply {
     Counters(Vec<(String, i64)>),
     Lot(Option<LotView>),
     Vehicle(Option<(String, Vehicle)>),
+    Cache(CacheRead),
 }

@@ -18,6 +18,9 @@ pub enum DomainError {
     /// The request is valid but the state refuses it now (a full lot, a shrink below occupancy).
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A bounded store is full (the cache); nothing was applied.
+    #[error("{0}")]
+    ResourceExhausted(String),
 }
 
 impl DomainError {

@@ -2,7 +2,7 @@
 //! here because every change is applied in one log order: a lot never holds more cars than spaces,
 //! and a plate is inside at most one lot.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -11,6 +11,10 @@ use super::DomainError;
 /// Hard limits that keep one lot's record small enough to persist and replicate as a unit.
 pub const MAX_CAPACITY: u32 = 100_000;
 pub const MAX_GATES: u32 = 64;
+/// The longest stay a lot may allow: a year.
+pub const MAX_STAY_MS: u64 = 365 * 24 * 3600 * 1000;
+/// How many recent tows each lot remembers for reads.
+const TOWS_KEPT: usize = 100;
 const MAX_PLATE_CHARS: usize = 16;
 
 /// A normalised licence plate: trimmed, upper-cased, 1-16 of `A-Z 0-9`, space and `-`.
@@ -48,6 +52,8 @@ impl Plate {
 pub struct LotSpec {
     pub capacity: u32,
     pub gates: u32,
+    /// Cars parked longer than this are towed by the overstay sweeper; 0 means no limit.
+    pub max_stay_ms: u64,
 }
 
 impl LotSpec {
@@ -58,8 +64,30 @@ impl LotSpec {
         if gates == 0 || gates > MAX_GATES {
             return Err(DomainError::invalid("gates", format!("{gates} is outside 1..={MAX_GATES}")));
         }
-        Ok(LotSpec { capacity, gates })
+        Ok(LotSpec { capacity, gates, max_stay_ms: 0 })
     }
+
+    pub fn with_max_stay(self, max_stay_ms: u64) -> Result<Self, DomainError> {
+        if max_stay_ms > MAX_STAY_MS {
+            return Err(DomainError::invalid("max_stay_ms", format!("{max_stay_ms} is above {MAX_STAY_MS} (a year)")));
+        }
+        Ok(LotSpec { max_stay_ms, ..self })
+    }
+
+    /// Whether a car that entered at `entered_at_ms` has overstayed by `now_ms`.
+    pub fn overstayed(&self, entered_at_ms: u64, now_ms: u64) -> bool {
+        self.max_stay_ms > 0 && now_ms.saturating_sub(entered_at_ms) > self.max_stay_ms
+    }
+}
+
+/// A car the overstay sweeper removed: which leader term did it and at which log index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tow {
+    pub plate: Plate,
+    pub entered_at_ms: u64,
+    pub towed_at_ms: u64,
+    pub index: u64,
+    pub term: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,11 +111,18 @@ pub struct Lot {
     pub vehicles: BTreeMap<Plate, Vehicle>,
     /// Index `g - 1` counts gate `g`. Counts of gates removed by a resize are kept: they happened.
     pub gate_counts: Vec<GateCount>,
+    /// The most recent tows, oldest first.
+    pub tows: VecDeque<Tow>,
 }
 
 impl Lot {
     pub fn new(spec: LotSpec) -> Self {
-        Lot { spec, vehicles: BTreeMap::new(), gate_counts: vec![GateCount::default(); spec.gates as usize] }
+        Lot {
+            spec,
+            vehicles: BTreeMap::new(),
+            gate_counts: vec![GateCount::default(); spec.gates as usize],
+            tows: VecDeque::new(),
+        }
     }
 
     pub fn occupied(&self) -> u32 {
@@ -142,6 +177,31 @@ impl Lot {
         self.gate_counts[g].exits += 1;
         Ok(at_ms.saturating_sub(vehicle.entered_at_ms))
     }
+
+    /// Tows `plate` if it is still inside and has overstayed by `at_ms`; a plate that left, or
+    /// re-entered since the sweeper looked, stays. Answers whether it was towed.
+    pub fn tow(&mut self, plate: &Plate, at_ms: u64, index: u64, term: u64) -> bool {
+        let Some(vehicle) = self.vehicles.get(plate) else { return false };
+        if !self.spec.overstayed(vehicle.entered_at_ms, at_ms) {
+            return false;
+        }
+        let entered_at_ms = vehicle.entered_at_ms;
+        self.vehicles.remove(plate);
+        self.tows.push_back(Tow { plate: plate.clone(), entered_at_ms, towed_at_ms: at_ms, index, term });
+        if self.tows.len() > TOWS_KEPT {
+            self.tows.pop_front();
+        }
+        true
+    }
+
+    /// Plates parked past the lot's limit at `now_ms`.
+    pub fn overstayed(&self, now_ms: u64) -> Vec<Plate> {
+        self.vehicles
+            .iter()
+            .filter(|(_, v)| self.spec.overstayed(v.entered_at_ms, now_ms))
+            .map(|(p, _)| p.clone())
+            .collect()
+    }
 }
 
 /// A lot as a read returns it, from the committed state or from a node's eventual view. Only the
@@ -155,6 +215,7 @@ pub struct LotView {
     /// Plates this view holds more than once: entered concurrently on several nodes, or inside
     /// another lot too.
     pub duplicates: Vec<Plate>,
+    pub tows: Vec<Tow>,
 }
 
 impl From<&Lot> for LotView {
@@ -165,6 +226,7 @@ impl From<&Lot> for LotView {
             gate_counts: lot.gate_counts.clone(),
             over_capacity: false,
             duplicates: Vec::new(),
+            tows: lot.tows.iter().cloned().collect(),
         }
     }
 }

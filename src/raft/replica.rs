@@ -147,7 +147,7 @@ impl EventualReplica {
     }
 
     pub fn query(&self, query: &Query) -> QueryReply {
-        self.lock().crdt.query(query)
+        self.lock().crdt.query(query, crate::now_ms())
     }
 
     /// Folds one committed entry; called by the state machine right after applying it.
@@ -188,6 +188,7 @@ impl EventualReplica {
         let changed = Replica {
             counters: after.counters.into_iter().filter(|(k, v)| before.counters.get(k) != Some(v)).collect(),
             lots: after.lots.into_iter().filter(|(k, v)| before.lots.get(k) != Some(v)).collect(),
+            cache: Default::default(),
         };
         if changed.is_empty() {
             return Ok(ack);

@@ -117,7 +117,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 let index = entry.log_id.index;
                 let reply = match &entry.payload {
                     EntryPayload::Normal(proposal) => {
-                        let reply = applied.state.apply(proposal, index);
+                        let reply = applied.state.apply(proposal, index, entry.log_id.leader_id.term);
                         if let (Ok(outcome), false) = (&reply.outcome, reply.deduplicated) {
                             self.replica.fold_committed(index, &proposal.command, outcome, &applied.state);
                         }
