@@ -16,6 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use raftlot::pb::v1::cache_client::CacheClient;
 use raftlot::pb::v1::cluster_client::ClusterClient;
 use raftlot::pb::v1::counters_client::CountersClient;
 use raftlot::pb::v1::parking_client::ParkingClient;
@@ -132,6 +133,10 @@ impl TestCluster {
 
     pub fn parking(&self, id: u64) -> ParkingClient<Channel> {
         ParkingClient::new(self.nodes[&id].channel.clone())
+    }
+
+    pub fn cache(&self, id: u64) -> CacheClient<Channel> {
+        CacheClient::new(self.nodes[&id].channel.clone())
     }
 
     pub fn cluster(&self, id: u64) -> ClusterClient<Channel> {
