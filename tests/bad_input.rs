@@ -79,7 +79,7 @@ fn exit() -> ExitRequest {
 }
 
 fn configure() -> ConfigureLotRequest {
-    ConfigureLotRequest { lot: "edge".into(), capacity: 3, gates: 2 }
+    ConfigureLotRequest { lot: "edge".into(), capacity: 3, gates: 2, max_stay_ms: 0 }
 }
 
 /// Every bad request, the code it must get, and the text its message must contain (the field).
@@ -131,6 +131,9 @@ fn cases() -> Vec<(Req, Code, &'static str)> {
     for gates in [0, 65, u32::MAX] {
         cases.push((Req::Configure(ConfigureLotRequest { gates, ..configure() }), Invalid, "gates"));
     }
+    for max_stay_ms in [365 * 24 * 3600 * 1000 + 1, u64::MAX] {
+        cases.push((Req::Configure(ConfigureLotRequest { max_stay_ms, ..configure() }), Invalid, "max_stay_ms"));
+    }
     // Checked arithmetic at both ends of the signed 64-bit range; nothing is applied.
     cases.push((Req::Add(AddRequest { name: "hi".into(), delta: 1, ..add() }), OutOfRange, "counter hi"));
     cases.push((Req::Add(AddRequest { name: "hi".into(), delta: i64::MAX, ..add() }), OutOfRange, "counter hi"));
@@ -172,7 +175,7 @@ async fn every_field_at_its_edges_is_refused_by_name_and_changes_nothing() {
     let setup = [
         Req::Add(AddRequest { name: "hi".into(), delta: i64::MAX, ..add() }),
         Req::Add(AddRequest { name: "lo".into(), delta: i64::MIN, ..add() }),
-        Req::Configure(ConfigureLotRequest { lot: "edge".into(), capacity: 2, gates: 2 }),
+        Req::Configure(ConfigureLotRequest { lot: "edge".into(), capacity: 2, gates: 2, max_stay_ms: 0 }),
         Req::Enter(EnterRequest { plate: " in-1 ".into(), ..enter() }),
     ];
     for req in setup {

@@ -303,7 +303,7 @@ impl Writer {
 }
 
 async fn configure_lot(parking: ParkingClient<Channel>) {
-    let request = ConfigureLotRequest { lot: LOT.into(), capacity: LOT_CAPACITY, gates: 2 };
+    let request = ConfigureLotRequest { lot: LOT.into(), capacity: LOT_CAPACITY, gates: 2, ..Default::default() };
     eventually("the fault lot to be configured", WAIT, || {
         let (mut parking, request) = (parking.clone(), request.clone());
         async move { parking.configure_lot(timed(request)).await.ok().map(|_| ()) }
