@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::domain::{LotName, LotSpec};
 
 #[derive(Debug, Parser)]
-#[command(name = "raftlot", version, about = "Parking lots and PN counters replicated through Raft")]
+#[command(name = "raftlot", version, about = "Parking lots, PN counters and a TTL cache replicated through Raft")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -110,7 +110,7 @@ fn the_quickstart_runs_as_documented() {
     let n3 = format!("127.0.0.1:{}", client + 2);
     let (ok, out) = grpcurl(&["-plaintext", &n1, "list"]);
     assert!(ok, "{out}");
-    for service in ["raftlot.v1.Counters", "raftlot.v1.Cluster", "grpc.health.v1.Health"] {
+    for service in ["raftlot.v1.Counters", "raftlot.v1.Cache", "raftlot.v1.Cluster", "grpc.health.v1.Health"] {
         assert!(out.contains(service), "list shows {service}:\n{out}");
     }
     assert!(!out.contains("raftlot.peer"), "the client port does not advertise peer RPCs:\n{out}");
@@ -131,8 +131,17 @@ fn the_quickstart_runs_as_documented() {
         assert!(std::time::Instant::now() < deadline, "the eventual add never reached node 1:\n{out}");
         std::thread::sleep(Duration::from_millis(50));
     }
+    let claim = r#"{"key":"report:42","lease_ms":"30000","holder":"worker-a"}"#;
+    let (ok, out) = grpcurl(&["-plaintext", "-d", claim, &n3, "raftlot.v1.Cache/Claim"]);
+    assert!(ok && out.contains("CLAIM_STATUS_GRANTED"), "{out}");
+    let token = out.split("\"claimToken\": \"").nth(1).and_then(|t| t.split('"').next()).expect("a claim token");
+    let fill = format!(r#"{{"key":"report:42","value":"NDIgcGFnZXM=","ttl_ms":"60000","claim_token":"{token}"}}"#);
+    let (ok, out) = grpcurl(&["-plaintext", "-d", &fill, &n1, "raftlot.v1.Cache/Put"]);
+    assert!(ok && out.contains("version"), "{out}");
+    let (ok, out) = grpcurl(&["-plaintext", "-d", claim, &n1, "raftlot.v1.Cache/Claim"]);
+    assert!(ok && out.contains("CLAIM_STATUS_HIT") && out.contains("NDIgcGFnZXM="), "{out}");
     let (ok, out) = grpcurl(&["-plaintext", &n1, "raftlot.v1.Cluster/Status"]);
-    assert!(ok && out.contains("leader") && out.contains("follower"), "{out}");
+    assert!(ok && out.contains("leader") && out.contains("follower") && out.contains("overstay-sweeper"), "{out}");
     let (ok, out) = grpcurl(&["-plaintext", &n1, "grpc.health.v1.Health/Check"]);
     assert!(ok && out.contains("SERVING"), "{out}");
     let (ok, out) =

@@ -196,6 +196,7 @@ pub fn cheat_sheet(first: &SocketAddr, last: &SocketAddr, http: &str) -> String 
   grpcurl -plaintext {first} raftlot.v1.Counters/List
   grpcurl -plaintext -d '{{"lot":"main","plate":"AB-123","gate":1}}' {last} raftlot.v1.Parking/Enter
   grpcurl -plaintext -d '{{"lot":"main"}}' {first} raftlot.v1.Parking/GetLot
+  grpcurl -plaintext -d '{{"key":"report:42","lease_ms":"30000"}}' {last} raftlot.v1.Cache/Claim
   grpcurl -plaintext {first} raftlot.v1.Cluster/Status
   grpcurl -plaintext {first} grpc.health.v1.Health/Check
   curl -d 3 {http}/counter/mycount && curl {http}/counter/mycount/value && curl {http}/counter/mycount/consistent_value
