@@ -1,11 +1,72 @@
-//! Protobuf messages to domain values and back. Every field from the network is checked here, and a
-//! bad one becomes `INVALID_ARGUMENT` naming the field; nothing is unwrapped.
+//! Protobuf messages to domain values and back. Every field of every public request is checked
+//! here, in the order a client reads them, and a bad one becomes `INVALID_ARGUMENT` naming the
+//! field; nothing is unwrapped. The request functions are public so that the fuzz target (fuzz/)
+//! drives exactly what the services run.
 
 use crate::crdt::gossip::GossipLag;
-use crate::domain::DomainError;
+use crate::domain::{Command, CounterName, DomainError, LotName, LotSpec, Plate, RequestId};
 use crate::error::Error;
 use crate::node::{ClusterView, Consistency, NodeView, ReadMeta, WriteMode};
 use crate::pb::v1 as pb;
+
+/// A validated write: the command, how durably to apply it, and its idempotency key. A gate is
+/// checked when the command applies, against the lot's configuration at that point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Write {
+    pub mode: WriteMode,
+    pub command: Command,
+    pub request_id: Option<RequestId>,
+}
+
+pub fn add(r: pb::AddRequest) -> Result<Write, Error> {
+    let name = CounterName::parse(r.name)?;
+    let mode = write_mode(r.mode)?;
+    let request_id = RequestId::parse_optional(r.request_id)?;
+    Ok(Write { mode, command: Command::Add { name, delta: r.delta }, request_id })
+}
+
+pub fn get(r: pb::GetRequest) -> Result<(CounterName, Consistency), Error> {
+    Ok((CounterName::parse(r.name)?, consistency(r.consistency)?))
+}
+
+pub fn list(r: pb::ListRequest) -> Result<Consistency, Error> {
+    consistency(r.consistency)
+}
+
+pub fn enter(r: pb::EnterRequest) -> Result<Write, Error> {
+    let (lot, plate, mode, request_id) = gate_event(r.lot, &r.plate, r.mode, r.request_id)?;
+    Ok(Write { mode, command: Command::Enter { lot, plate, gate: r.gate }, request_id })
+}
+
+pub fn exit(r: pb::ExitRequest) -> Result<Write, Error> {
+    let (lot, plate, mode, request_id) = gate_event(r.lot, &r.plate, r.mode, r.request_id)?;
+    Ok(Write { mode, command: Command::Exit { lot, plate, gate: r.gate }, request_id })
+}
+
+/// The fields Enter and Exit share.
+fn gate_event(
+    lot: String,
+    plate: &str,
+    mode: i32,
+    request_id: String,
+) -> Result<(LotName, Plate, WriteMode, Option<RequestId>), Error> {
+    let lot = LotName::parse(lot)?;
+    let plate = Plate::parse(plate)?;
+    let mode = write_mode(mode)?;
+    Ok((lot, plate, mode, RequestId::parse_optional(request_id)?))
+}
+
+pub fn get_lot(r: pb::GetLotRequest) -> Result<(LotName, Consistency), Error> {
+    Ok((LotName::parse(r.lot)?, consistency(r.consistency)?))
+}
+
+pub fn configure_lot(r: pb::ConfigureLotRequest) -> Result<(LotName, LotSpec), Error> {
+    Ok((LotName::parse(r.lot)?, LotSpec::new(r.capacity, r.gates)?.with_max_stay(r.max_stay_ms)?))
+}
+
+pub fn get_vehicle(r: pb::GetVehicleRequest) -> Result<(Plate, Consistency), Error> {
+    Ok((Plate::parse(&r.plate)?, consistency(r.consistency)?))
+}
 
 pub fn consistency(value: i32) -> Result<Consistency, Error> {
     match pb::ReadConsistency::try_from(value) {
@@ -32,7 +93,7 @@ pub fn write_mode_to_pb(mode: WriteMode) -> i32 {
     }
 }
 
-fn consistency_to_pb(c: Consistency) -> pb::ReadConsistency {
+pub fn consistency_to_pb(c: Consistency) -> pb::ReadConsistency {
     match c {
         Consistency::Linearizable => pb::ReadConsistency::Linearizable,
         Consistency::Lease => pb::ReadConsistency::Lease,

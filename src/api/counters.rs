@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::convert;
-use crate::domain::{Command, CounterName, Query, QueryReply, Reply, RequestId};
+use crate::domain::{Query, QueryReply, Reply};
 use crate::error::Error;
 use crate::node::Node;
 use crate::pb::v1 as pb;
@@ -18,11 +18,8 @@ pub struct CountersService {
 #[tonic::async_trait]
 impl Counters for CountersService {
     async fn add(&self, request: Request<pb::AddRequest>) -> Result<Response<pb::AddReply>, Status> {
-        let r = request.into_inner();
-        let name = CounterName::parse(r.name).map_err(Error::from)?;
-        let mode = convert::write_mode(r.mode)?;
-        let request_id = RequestId::parse_optional(r.request_id).map_err(Error::from)?;
-        let applied = self.node.write_in(mode, Command::Add { name, delta: r.delta }, request_id).await?;
+        let convert::Write { mode, command, request_id } = convert::add(request.into_inner())?;
+        let applied = self.node.write_in(mode, command, request_id).await?;
         match applied.outcome.map_err(Error::from)? {
             Reply::Added { name, value } => Ok(Response::new(pb::AddReply {
                 name,
@@ -37,9 +34,7 @@ impl Counters for CountersService {
     }
 
     async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::GetReply>, Status> {
-        let r = request.into_inner();
-        let name = CounterName::parse(r.name).map_err(Error::from)?;
-        let consistency = convert::consistency(r.consistency)?;
+        let (name, consistency) = convert::get(request.into_inner())?;
         let result = self.node.read(Query::Counter(name.clone()), consistency).await?;
         match result.reply {
             QueryReply::Counter { value, exists } => Ok(Response::new(pb::GetReply {
@@ -53,7 +48,7 @@ impl Counters for CountersService {
     }
 
     async fn list(&self, request: Request<pb::ListRequest>) -> Result<Response<pb::ListReply>, Status> {
-        let consistency = convert::consistency(request.into_inner().consistency)?;
+        let consistency = convert::list(request.into_inner())?;
         let result = self.node.read(Query::Counters, consistency).await?;
         match result.reply {
             QueryReply::Counters(all) => Ok(Response::new(pb::ListReply {

@@ -5,7 +5,7 @@
 
 mod cache;
 mod cluster;
-mod convert;
+pub mod convert;
 mod counters;
 mod http;
 mod parking;

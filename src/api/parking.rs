@@ -5,9 +5,9 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::convert;
-use crate::domain::{Command, LotName, LotSpec, Plate, Query, QueryReply, Reply, RequestId};
+use crate::domain::{Command, Query, QueryReply, Reply};
 use crate::error::Error;
-use crate::node::{Node, WriteMode};
+use crate::node::Node;
 use crate::pb::v1 as pb;
 use crate::pb::v1::parking_server::Parking;
 
@@ -19,26 +19,11 @@ fn unexpected(what: &str, reply: impl std::fmt::Debug) -> Status {
     Error::internal(format!("{what} was answered with {reply:?}")).into()
 }
 
-/// Validates the fields Enter and Exit share, in the order a client reads them. The gate is checked
-/// at apply time, against the lot's configuration as of that log position.
-fn gate_event(
-    lot: String,
-    plate: &str,
-    mode: i32,
-    request_id: String,
-) -> Result<(LotName, Plate, WriteMode, Option<RequestId>), Error> {
-    let lot = LotName::parse(lot)?;
-    let plate = Plate::parse(plate)?;
-    let mode = convert::write_mode(mode)?;
-    Ok((lot, plate, mode, RequestId::parse_optional(request_id)?))
-}
-
 #[tonic::async_trait]
 impl Parking for ParkingService {
     async fn enter(&self, request: Request<pb::EnterRequest>) -> Result<Response<pb::EnterReply>, Status> {
-        let r = request.into_inner();
-        let (lot, plate, mode, request_id) = gate_event(r.lot, &r.plate, r.mode, r.request_id)?;
-        let applied = self.node.write_in(mode, Command::Enter { lot, plate, gate: r.gate }, request_id).await?;
+        let convert::Write { mode, command, request_id } = convert::enter(request.into_inner())?;
+        let applied = self.node.write_in(mode, command, request_id).await?;
         match applied.outcome.map_err(Error::from)? {
             Reply::Entered { lot, plate, gate, occupied, capacity, entered_at_ms } => {
                 Ok(Response::new(pb::EnterReply {
@@ -59,9 +44,8 @@ impl Parking for ParkingService {
     }
 
     async fn exit(&self, request: Request<pb::ExitRequest>) -> Result<Response<pb::ExitReply>, Status> {
-        let r = request.into_inner();
-        let (lot, plate, mode, request_id) = gate_event(r.lot, &r.plate, r.mode, r.request_id)?;
-        let applied = self.node.write_in(mode, Command::Exit { lot, plate, gate: r.gate }, request_id).await?;
+        let convert::Write { mode, command, request_id } = convert::exit(request.into_inner())?;
+        let applied = self.node.write_in(mode, command, request_id).await?;
         match applied.outcome.map_err(Error::from)? {
             Reply::Exited { lot, plate, gate, occupied, capacity, parked_ms } => Ok(Response::new(pb::ExitReply {
                 lot,
@@ -80,9 +64,7 @@ impl Parking for ParkingService {
     }
 
     async fn get_lot(&self, request: Request<pb::GetLotRequest>) -> Result<Response<pb::GetLotReply>, Status> {
-        let r = request.into_inner();
-        let name = LotName::parse(r.lot).map_err(Error::from)?;
-        let consistency = convert::consistency(r.consistency)?;
+        let (name, consistency) = convert::get_lot(request.into_inner())?;
         let result = self.node.read(Query::Lot(name.clone()), consistency).await?;
         let lot = match result.reply {
             QueryReply::Lot(Some(lot)) => lot,
@@ -133,10 +115,7 @@ impl Parking for ParkingService {
         &self,
         request: Request<pb::ConfigureLotRequest>,
     ) -> Result<Response<pb::ConfigureLotReply>, Status> {
-        let r = request.into_inner();
-        let lot = LotName::parse(r.lot).map_err(Error::from)?;
-        let spec =
-            LotSpec::new(r.capacity, r.gates).and_then(|s| s.with_max_stay(r.max_stay_ms)).map_err(Error::from)?;
+        let (lot, spec) = convert::configure_lot(request.into_inner())?;
         let applied = self.node.write(Command::ConfigureLot { lot, spec }, None).await?;
         match applied.outcome.map_err(Error::from)? {
             Reply::LotConfigured { lot, spec, created } => Ok(Response::new(pb::ConfigureLotReply {
@@ -155,9 +134,7 @@ impl Parking for ParkingService {
         &self,
         request: Request<pb::GetVehicleRequest>,
     ) -> Result<Response<pb::GetVehicleReply>, Status> {
-        let r = request.into_inner();
-        let plate = Plate::parse(&r.plate).map_err(Error::from)?;
-        let consistency = convert::consistency(r.consistency)?;
+        let (plate, consistency) = convert::get_vehicle(request.into_inner())?;
         let result = self.node.read(Query::Vehicle(plate.clone()), consistency).await?;
         let meta = Some(result.meta.into());
         let plate = plate.as_str().to_string();
