@@ -7,15 +7,25 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::domain::{LotName, LotSpec};
 
 #[derive(Debug, Parser)]
 #[command(name = "raftlot", version, about = "Parking lots, PN counters and a TTL cache replicated through Raft")]
 pub struct Cli {
+    /// Log lines as human-readable text, or as one JSON object per line for log collectors. Which
+    /// lines appear is chosen by RUST_LOG.
+    #[arg(long, global = true, env = "RAFTLOT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -76,6 +86,19 @@ pub struct ServeArgs {
     /// missing, never resized at start-up.
     #[arg(long = "lot", env = "RAFTLOT_LOTS", value_delimiter = ',', default_value = "main=100x4")]
     pub lots: Vec<String>,
+    /// Bearer token every client gRPC call (but health) and HTTP route (but /ping and /metrics)
+    /// must carry as `authorization: Bearer TOKEN`.
+    #[arg(long, env = "RAFTLOT_CLIENT_TOKEN", hide_env_values = true)]
+    pub client_token: Option<String>,
+    /// PEM certificate (chain) this node presents on its client and peer ports and to its peers.
+    #[arg(long, env = "RAFTLOT_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "RAFTLOT_TLS_KEY", requires_all = ["tls_cert", "tls_ca"])]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate that peers' certificates must chain to (mutual TLS on the peer port).
+    #[arg(long, env = "RAFTLOT_TLS_CA", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -137,6 +160,32 @@ pub struct Config {
     pub cache_bytes: u64,
     pub request_timeout: Duration,
     pub lots: Vec<(LotName, LotSpec)>,
+    pub client_token: Option<String>,
+    pub tls: Option<TlsPem>,
+}
+
+/// The PEM files of `--tls-cert`, `--tls-key` and `--tls-ca`, read once at start-up.
+#[derive(Clone)]
+pub struct TlsPem {
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+    pub ca: Vec<u8>,
+}
+
+impl std::fmt::Debug for TlsPem {
+    /// Never prints the private key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsPem").field("cert_bytes", &self.cert.len()).field("ca_bytes", &self.ca.len()).finish()
+    }
+}
+
+/// Reads a PEM file named by `flag`, refusing one that is empty or holds no PEM block.
+pub fn read_pem(flag: &'static str, path: &std::path::Path) -> Result<Vec<u8>, ConfigError> {
+    let pem = std::fs::read(path).map_err(|e| bad(flag, format!("cannot read {}: {e}", path.display())))?;
+    if !pem.windows(11).any(|w| w == b"-----BEGIN ") {
+        return Err(bad(flag, format!("{} holds no PEM block", path.display())));
+    }
+    Ok(pem)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -241,6 +290,25 @@ impl TryFrom<ServeArgs> for Config {
         if args.cluster_secret.as_deref() == Some("") {
             return Err(bad("--cluster-secret", "must not be empty when given"));
         }
+        if let Some(secret) = &args.cluster_secret {
+            if !secret.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+                return Err(bad("--cluster-secret", "must be printable ASCII (it travels as gRPC metadata)"));
+            }
+        }
+        if let Some(token) = &args.client_token {
+            if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(bad("--client-token", "must be non-empty printable ASCII without spaces"));
+            }
+        }
+        let tls = match (&args.tls_cert, &args.tls_key, &args.tls_ca) {
+            (Some(cert), Some(key), Some(ca)) => Some(TlsPem {
+                cert: read_pem("--tls-cert", cert)?,
+                key: read_pem("--tls-key", key)?,
+                ca: read_pem("--tls-ca", ca)?,
+            }),
+            (None, None, None) => None,
+            _ => return Err(bad("--tls-cert", "--tls-cert, --tls-key and --tls-ca go together")),
+        };
         Ok(Config {
             id: args.id,
             listen: args.listen.unwrap_or(me.client_addr),
@@ -256,6 +324,8 @@ impl TryFrom<ServeArgs> for Config {
             cache_bytes: args.cache_mb * 1024 * 1024,
             request_timeout: Duration::from_millis(args.request_timeout_ms),
             lots,
+            client_token: args.client_token,
+            tls,
         })
     }
 }

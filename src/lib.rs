@@ -7,7 +7,8 @@
 //! - `domain`: pure, deterministic state (counters, commands, replies). No IO.
 //! - `crdt`: pure delta-state CRDTs for the eventual path, and gossip bookkeeping.
 //! - `raft`: openraft glue: type config, sled log store and state machine, peer transport client.
-//! - `api`: gRPC services on the client and peer ports, and the HTTP routes.
+//! - `api`: gRPC services on the client and peer ports, the HTTP routes, `/metrics` and the
+//!   request layer that measures and traces every client call, and who may call what (`auth`).
 //! - `node`: wires storage, Raft and servers; routes each request to where it must run.
 //! - `jobs`: singleton jobs (overstay and cache-expiry sweepers) that run on the leader, fenced by term.
 //! - `cli`: the `cluster` and `status` commands.

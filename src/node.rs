@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::metrics::Metrics;
+use crate::api::ClientPort;
 use crate::config::Config;
 use crate::crdt::gossip::{GossipAck, GossipLag, GossipMessage};
 use crate::domain::{
@@ -675,7 +677,8 @@ pub async fn run(
     let log_store = LogStore::open(&disk)?;
     let replica = Arc::new(EventualReplica::open(&disk, config.id)?);
     let sm = StateMachine::open(&disk, replica.clone())?;
-    let peers = PeerClients::new(config.id, config.cluster_secret.clone(), faults);
+    let peers = PeerClients::new(config.id, config.cluster_secret.clone(), config.tls.as_ref(), faults);
+    let metrics = Arc::new(Metrics::new(disk.clone()));
     let raft = Raft::new(
         config.id,
         std::sync::Arc::new(openraft_config(&config)?),
@@ -714,13 +717,22 @@ pub async fn run(
     let stop = CancellationToken::new();
     let client_addr: SocketAddr = listeners.client.local_addr()?;
     let peer_addr: SocketAddr = listeners.peer.local_addr()?;
-    let mut client_task = tokio::spawn(crate::api::serve_client(node.clone(), listeners.client, stop.clone()));
-    let mut peer_task =
-        tokio::spawn(crate::api::serve_peer(node.clone(), config.cluster_secret.clone(), listeners.peer, stop.clone()));
+    let client_port =
+        ClientPort { metrics: metrics.clone(), token: config.client_token.clone(), tls: config.tls.clone() };
+    let mut client_task =
+        tokio::spawn(crate::api::serve_client(node.clone(), client_port, listeners.client, stop.clone()));
+    let mut peer_task = tokio::spawn(crate::api::serve_peer(
+        node.clone(),
+        config.cluster_secret.clone(),
+        config.tls.clone(),
+        listeners.peer,
+        stop.clone(),
+    ));
+    tokio::spawn(metrics.clone().count_leader_changes(node.clone(), stop.clone()));
     let mut http_task = match listeners.http {
         Some(l) => {
             tracing::info!(id = config.id, http_addr = %l.local_addr()?, "serving HTTP");
-            tokio::spawn(crate::api::serve_http(node.clone(), l, stop.clone()))
+            tokio::spawn(crate::api::serve_http(node.clone(), metrics, config.client_token.clone(), l, stop.clone()))
         }
         None => tokio::spawn(std::future::pending()),
     };

@@ -9,11 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::local::LocalCluster;
-use common::{eventually, WAIT};
+use common::{eventually, http, WAIT};
 use raftlot::pb::v1::{
     ConfigureLotRequest, EnterRequest, GetLotReply, GetLotRequest, ReadConsistency as C, WriteMode as W,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const FAST: &[&str] = &["--request-timeout-ms", "1000"];
 
@@ -263,21 +262,6 @@ async fn eventual_entries_on_both_sides_of_a_partition_overfill_a_lot_the_strong
     let strong = lot(&cluster, minority, "small", C::Linearizable).await.unwrap();
     assert_eq!((strong.occupied, strong.over_capacity), (10, false));
     cluster.stop().await;
-}
-
-/// Sends one HTTP/1.1 request and returns the status code and body.
-async fn http(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    (status, body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

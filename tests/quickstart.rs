@@ -2,12 +2,16 @@
 //! lines against it (with the real grpcurl binary), then Ctrl-C, then `raftlot cluster` again on the
 //! same data.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
+
+use common::{grpcurl, have_grpcurl};
 
 /// Three consecutive free ports each for the client, peer and HTTP sides.
 fn free_bases() -> (u16, u16, u16) {
@@ -74,16 +78,6 @@ fn interrupt_and_wait(mut child: Child) {
         assert!(std::time::Instant::now() < deadline, "raftlot cluster ignored Ctrl-C");
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn grpcurl(args: &[&str]) -> (bool, String) {
-    let out = Command::new("grpcurl").args(args).output().expect("run grpcurl");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
-}
-
-fn have_grpcurl() -> bool {
-    Command::new("grpcurl").arg("-version").output().is_ok_and(|o| o.status.success())
 }
 
 #[test]

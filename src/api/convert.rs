@@ -3,6 +3,7 @@
 //! field; nothing is unwrapped. The request functions are public so that the fuzz target (fuzz/)
 //! drives exactly what the services run.
 
+use super::metrics::note_level;
 use crate::crdt::gossip::GossipLag;
 use crate::domain::{Command, CounterName, DomainError, LotName, LotSpec, Plate, RequestId};
 use crate::error::Error;
@@ -68,22 +69,32 @@ pub fn get_vehicle(r: pb::GetVehicleRequest) -> Result<(Plate, Consistency), Err
     Ok((Plate::parse(&r.plate)?, consistency(r.consistency)?))
 }
 
+/// Parses a read's consistency level and labels the call being served with it (metrics and span).
 pub fn consistency(value: i32) -> Result<Consistency, Error> {
-    match pb::ReadConsistency::try_from(value) {
-        Ok(pb::ReadConsistency::Unspecified | pb::ReadConsistency::Linearizable) => Ok(Consistency::Linearizable),
-        Ok(pb::ReadConsistency::Lease) => Ok(Consistency::Lease),
-        Ok(pb::ReadConsistency::Local) => Ok(Consistency::Local),
-        Ok(pb::ReadConsistency::Eventual) => Ok(Consistency::Eventual),
-        Err(_) => Err(DomainError::invalid("consistency", format!("unknown ReadConsistency value {value}")).into()),
-    }
+    let (consistency, label) = match pb::ReadConsistency::try_from(value) {
+        Ok(pb::ReadConsistency::Unspecified | pb::ReadConsistency::Linearizable) => {
+            (Consistency::Linearizable, "linearizable")
+        }
+        Ok(pb::ReadConsistency::Lease) => (Consistency::Lease, "lease"),
+        Ok(pb::ReadConsistency::Local) => (Consistency::Local, "local"),
+        Ok(pb::ReadConsistency::Eventual) => (Consistency::Eventual, "eventual"),
+        Err(_) => {
+            return Err(DomainError::invalid("consistency", format!("unknown ReadConsistency value {value}")).into())
+        }
+    };
+    note_level(label);
+    Ok(consistency)
 }
 
+/// Parses a write's mode and labels the call being served with it (metrics and span).
 pub fn write_mode(value: i32) -> Result<WriteMode, Error> {
-    match pb::WriteMode::try_from(value) {
-        Ok(pb::WriteMode::Unspecified | pb::WriteMode::Strong) => Ok(WriteMode::Strong),
-        Ok(pb::WriteMode::Eventual) => Ok(WriteMode::Eventual),
-        Err(_) => Err(DomainError::invalid("mode", format!("unknown WriteMode value {value}")).into()),
-    }
+    let (mode, label) = match pb::WriteMode::try_from(value) {
+        Ok(pb::WriteMode::Unspecified | pb::WriteMode::Strong) => (WriteMode::Strong, "strong"),
+        Ok(pb::WriteMode::Eventual) => (WriteMode::Eventual, "eventual"),
+        Err(_) => return Err(DomainError::invalid("mode", format!("unknown WriteMode value {value}")).into()),
+    };
+    note_level(label);
+    Ok(mode)
 }
 
 pub fn write_mode_to_pb(mode: WriteMode) -> i32 {

@@ -1,6 +1,10 @@
 //! dist_counter's HTTP routes on `--http-listen`, for people coming from the Elixir demos:
 //! `GET /ping`, `GET /config`, `POST /counter/{name}` (a strong add of the integer body),
-//! `GET /counter/{name}/value` (EVENTUAL) and `GET /counter/{name}/consistent_value` (LINEARIZABLE).
+//! `GET /counter/{name}/value` (EVENTUAL) and `GET /counter/{name}/consistent_value` (LINEARIZABLE),
+//! plus `GET /metrics` for Prometheus.
+//!
+//! `/ping` and `/metrics` stay open when `--client-token` is set, as etcd's do: probes and scrapers
+//! carry no secrets, and neither route reveals or changes data. Every other route needs the token.
 //!
 //! Errors use the same conversion as gRPC, then map the gRPC code to its HTTP status, so both ports
 //! always agree on what went wrong.
@@ -9,7 +13,8 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -17,6 +22,8 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use super::auth::require_http_token;
+use super::metrics::Metrics;
 use crate::domain::{Command, CounterName, DomainError, Query, QueryReply, Reply};
 use crate::error::{Error, LEADER_METADATA};
 use crate::node::{Consistency, Node, ReadResult};
@@ -62,20 +69,41 @@ impl IntoResponse for HttpError {
 
 type JsonReply = Result<Json<Value>, HttpError>;
 
-pub fn router(node: Arc<Node>) -> Router {
-    Router::new()
-        .route("/ping", get(|| async { "pong" }))
+pub fn router(node: Arc<Node>, metrics: Arc<Metrics>, token: Option<Arc<str>>) -> Router {
+    let guarded = Router::new()
         .route("/config", get(config))
         .route("/counter/{name}", post(add))
         .route("/counter/{name}/value", get(|s, p| read(s, p, Consistency::Eventual)))
         .route("/counter/{name}/consistent_value", get(|s, p| read(s, p, Consistency::Linearizable)))
+        .route_layer(middleware::from_fn_with_state(token, require_http_token))
+        .with_state(node.clone());
+    Router::new()
+        .route("/ping", get(|| async { "pong" }))
+        .route("/metrics", get(move || scrape(node.clone(), metrics.clone())))
+        .merge(guarded)
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(node)
 }
 
-pub async fn serve(node: Arc<Node>, listener: TcpListener, stop: CancellationToken) -> anyhow::Result<()> {
-    axum::serve(listener, router(node)).with_graceful_shutdown(stop.cancelled_owned()).await?;
+pub async fn serve(
+    node: Arc<Node>,
+    metrics: Arc<Metrics>,
+    token: Option<String>,
+    listener: TcpListener,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let app = router(node, metrics, token.map(Arc::from));
+    axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await?;
     Ok(())
+}
+
+/// The OpenMetrics text that prometheus-client writes; Prometheus reads it natively.
+const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+async fn scrape(node: Arc<Node>, metrics: Arc<Metrics>) -> Response {
+    match metrics.render(&node) {
+        Ok(text) => ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], text).into_response(),
+        Err(e) => HttpError(Error::internal(format!("cannot encode metrics: {e}"))).into_response(),
+    }
 }
 
 async fn config(State(node): State<Arc<Node>>) -> Json<Value> {

@@ -35,13 +35,9 @@ fn stopped(e: impl std::fmt::Display) -> Status {
 /// Builds the interceptor that demands the cluster secret on every peer call.
 pub fn require_secret(secret: Option<String>) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
     move |request: Request<()>| {
-        let Some(expected) = &secret else { return Ok(request) };
-        let given = request.metadata().get(SECRET_METADATA).and_then(|v| v.to_str().ok());
-        if given == Some(expected.as_str()) {
-            Ok(request)
-        } else {
-            Err(Status::unauthenticated("peer RPCs need the cluster secret"))
-        }
+        let given = request.metadata().get(SECRET_METADATA).map(|v| v.as_bytes());
+        super::auth::check_secret(secret.as_deref(), given)?;
+        Ok(request)
     }
 }
 

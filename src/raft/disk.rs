@@ -38,6 +38,11 @@ impl Disk {
         self.db.open_tree(name).map_err(io_err)
     }
 
+    /// Bytes sled occupies on disk, for the metrics.
+    pub fn size_on_disk(&self) -> io::Result<u64> {
+        self.db.size_on_disk().map_err(io_err)
+    }
+
     /// Makes every write this caller made so far durable (see the README on what sled's flush
     /// guarantees), sharing one flush with every caller that arrives while another runs.
     pub async fn flush(&self) -> io::Result<()> {

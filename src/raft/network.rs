@@ -19,9 +19,10 @@ use openraft::raft::{
 use openraft::{OptionalSend, RaftNetworkFactory, RaftNetworkV2};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use super::{NodeId, PeerNode, Snapshot, TypeConfig, Vote};
+use crate::config::TlsPem;
 use crate::pb::peer::raft_peer_client::RaftPeerClient;
 use crate::pb::peer::Blob;
 
@@ -85,12 +86,30 @@ pub struct PeerClients {
     me: NodeId,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     secret: Option<Arc<str>>,
+    /// Mutual TLS to every peer when configured: this node's certificate, and `--tls-ca` to check
+    /// theirs. Forwarded client requests travel the same channels, so they are covered too.
+    tls: Option<ClientTlsConfig>,
+    /// Peers that refused this node's credentials, so the refusal is logged once when it starts and
+    /// once when it ends, not on every heartbeat.
+    refused_by: Arc<Mutex<HashSet<String>>>,
     faults: Faults,
 }
 
 impl PeerClients {
-    pub fn new(me: NodeId, secret: Option<String>, faults: Faults) -> Self {
-        PeerClients { me, channels: Arc::default(), secret: secret.map(Arc::from), faults }
+    pub fn new(me: NodeId, secret: Option<String>, tls: Option<&TlsPem>, faults: Faults) -> Self {
+        let tls = tls.map(|pem| {
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(&pem.ca))
+                .identity(Identity::from_pem(&pem.cert, &pem.key))
+        });
+        PeerClients {
+            me,
+            channels: Arc::default(),
+            secret: secret.map(Arc::from),
+            tls,
+            refused_by: Arc::default(),
+            faults,
+        }
     }
 
     fn client(&self, addr: &str) -> Result<RaftPeerClient<Channel>, CallError> {
@@ -98,8 +117,19 @@ impl PeerClients {
         let channel = match channels.get(addr) {
             Some(c) => c.clone(),
             None => {
-                let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-                    .map_err(|e| CallError::Unreachable { addr: addr.to_string(), reason: e.to_string() })?
+                let unreachable = |e: tonic::transport::Error| CallError::Unreachable {
+                    addr: addr.to_string(),
+                    reason: format!(
+                        "{e}: {}",
+                        std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default()
+                    ),
+                };
+                let scheme = if self.tls.is_some() { "https" } else { "http" };
+                let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}")).map_err(unreachable)?;
+                if let Some(tls) = &self.tls {
+                    endpoint = endpoint.tls_config(tls.clone()).map_err(unreachable)?;
+                }
+                let endpoint = endpoint
                     .connect_timeout(Duration::from_millis(500))
                     .tcp_nodelay(true)
                     .http2_keep_alive_interval(Duration::from_secs(5))
@@ -141,13 +171,38 @@ impl PeerClients {
         }
         let client = self.client(addr)?;
         let failed = |reason: String| CallError::Failed { addr: addr.to_string(), reason };
-        match tokio::time::timeout(timeout, f(client)).await {
+        let reply = tokio::time::timeout(timeout, f(client)).await;
+        self.note_refusal(addr, &reply);
+        match reply {
             Err(_) => Err(failed(format!("no reply within {timeout:?}"))),
             Ok(Ok(reply)) => Ok(reply.into_inner()),
             Ok(Err(status)) if is_connect_error(&status) => {
                 Err(CallError::Unreachable { addr: addr.to_string(), reason: status.message().to_string() })
             }
             Ok(Err(status)) => Err(failed(format!("{}: {}", status.code(), status.message()))),
+        }
+    }
+}
+
+impl PeerClients {
+    /// Logs when a peer starts or stops refusing this node's cluster secret. Such a node can never
+    /// join: the warning is what tells its operator why.
+    fn note_refusal<T, E>(&self, addr: &str, reply: &Result<Result<T, tonic::Status>, E>) {
+        let refusal = match reply {
+            Ok(Err(status)) if status.code() == tonic::Code::Unauthenticated => Some(status.message()),
+            Ok(Ok(_)) => None,
+            // A timeout or another error says nothing about the credentials.
+            _ => return,
+        };
+        let mut refused_by = self.refused_by.lock().unwrap_or_else(|p| p.into_inner());
+        match refusal {
+            Some(message) if refused_by.insert(addr.to_string()) => {
+                tracing::warn!(peer = addr, "peer refused this node with UNAUTHENTICATED: {message}")
+            }
+            None if refused_by.remove(addr) => {
+                tracing::info!(peer = addr, "peer accepts this node's credentials again")
+            }
+            _ => {}
         }
     }
 }

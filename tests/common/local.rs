@@ -15,7 +15,7 @@ use raftlot::pb::v1::parking_client::ParkingClient;
 use raftlot::pb::v1::{AddRequest, GetRequest, ReadConsistency, ReadMeta, StatusReply, StatusRequest, WriteMode};
 use raftlot::raft::network::Faults;
 use tokio::sync::oneshot;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::{eventually, WAIT};
 
@@ -85,10 +85,7 @@ impl LocalCluster {
             let task = tokio::spawn(raftlot::node::run(config, listeners, faults.clone(), async move {
                 let _ = stopped.await;
             }));
-            let channel = Endpoint::from_shared(format!("http://{client_addr}"))
-                .expect("endpoint")
-                .connect_timeout(Duration::from_millis(500))
-                .connect_lazy();
+            let channel = super::client_channel(client_addr, None);
             nodes.insert(id, LocalNode { client_addr, peer_addr, http_addr, channel, stop: Some(stop), task });
         }
         let cluster = LocalCluster { faults, nodes, _dir: dir };

@@ -21,7 +21,8 @@ use raftlot::pb::v1::cluster_client::ClusterClient;
 use raftlot::pb::v1::counters_client::CountersClient;
 use raftlot::pb::v1::parking_client::ParkingClient;
 use raftlot::pb::v1::{GetRequest, ReadConsistency, StatusReply, StatusRequest};
-use tonic::transport::{Channel, Endpoint};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 pub const WAIT: Duration = Duration::from_secs(20);
 
@@ -46,6 +47,7 @@ where
 struct TestNode {
     client_addr: SocketAddr,
     peer_addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
     data_dir: PathBuf,
     log: PathBuf,
     child: Option<Child>,
@@ -55,8 +57,29 @@ struct TestNode {
 pub struct TestCluster {
     dir: tempfile::TempDir,
     peers: String,
-    extra: Vec<String>,
+    options: Options,
     nodes: BTreeMap<u64, TestNode>,
+}
+
+/// How a cluster's nodes are started and how the harness reaches them.
+#[derive(Default, Clone)]
+pub struct Options {
+    /// Flags appended to every `raftlot serve`.
+    pub extra: Vec<String>,
+    /// Environment for every node, after the harness's default `RUST_LOG` (so it may override it).
+    pub env: Vec<(String, String)>,
+    /// The client token the harness presents (`authorization: Bearer`), for `--client-token`.
+    pub token: Option<String>,
+    /// TLS for the harness's client channels, for clusters started with `--tls-*`.
+    pub tls: Option<ClientTlsConfig>,
+    /// Give every node an HTTP port (`--http-listen`).
+    pub http: bool,
+}
+
+impl Options {
+    pub fn flags(extra: &[&str]) -> Self {
+        Options { extra: extra.iter().map(|s| s.to_string()).collect(), ..Default::default() }
+    }
 }
 
 /// A port for a node that starts later. Picked below the kernel's ephemeral range (32768-60999 by
@@ -82,6 +105,11 @@ impl TestCluster {
 
     /// Starts `n` nodes, each with `extra` flags appended to `raftlot serve`.
     pub async fn start_with(n: u64, extra: &[&str]) -> Self {
+        Self::start_opts(n, Options::flags(extra)).await
+    }
+
+    /// Starts `n` nodes as `options` say and waits until they have elected a leader.
+    pub async fn start_opts(n: u64, options: Options) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let addrs: Vec<(u64, SocketAddr, SocketAddr)> = (1..=n)
             .map(|id| {
@@ -93,13 +121,11 @@ impl TestCluster {
         let peers = addrs.iter().map(|(id, c, p)| format!("{id}={c}/{p}")).collect::<Vec<_>>().join(",");
         let mut nodes = BTreeMap::new();
         for (id, client_addr, peer_addr) in &addrs {
-            let channel = Endpoint::from_shared(format!("http://{client_addr}"))
-                .expect("endpoint")
-                .connect_timeout(Duration::from_millis(500))
-                .connect_lazy();
+            let channel = client_channel(*client_addr, options.tls.clone());
             let node = TestNode {
                 client_addr: *client_addr,
                 peer_addr: *peer_addr,
+                http_addr: options.http.then(|| SocketAddr::from(([127, 0, 0, 1], free_port()))),
                 data_dir: dir.path().join(format!("node-{id}")),
                 log: dir.path().join(format!("node-{id}.log")),
                 child: None,
@@ -107,7 +133,7 @@ impl TestCluster {
             };
             nodes.insert(*id, node);
         }
-        let mut cluster = TestCluster { dir, peers, extra: extra.iter().map(|s| s.to_string()).collect(), nodes };
+        let mut cluster = TestCluster { dir, peers, options, nodes };
         for id in 1..=n {
             cluster.restart(id);
         }
@@ -125,6 +151,10 @@ impl TestCluster {
 
     pub fn peer_addr(&self, id: u64) -> SocketAddr {
         self.nodes[&id].peer_addr
+    }
+
+    pub fn http_addr(&self, id: u64) -> SocketAddr {
+        self.nodes[&id].http_addr.expect("the cluster was started with Options::http")
     }
 
     pub fn counters(&self, id: u64) -> CountersClient<Channel> {
@@ -149,6 +179,12 @@ impl TestCluster {
 
     /// Fault verb: starts (or starts again) node `id` with the same flags and data directory.
     pub fn restart(&mut self, id: u64) {
+        let extra = self.options.extra.clone();
+        self.restart_with(id, &extra);
+    }
+
+    /// Starts node `id` with `extra` in place of the cluster's own extra flags, e.g. a wrong secret.
+    pub fn restart_with(&mut self, id: u64, extra: &[String]) {
         let node = self.nodes.get_mut(&id).expect("known node");
         assert!(node.child.is_none(), "node {id} is already running");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log).expect("log file");
@@ -157,8 +193,10 @@ impl TestCluster {
             .args(["--id", &id.to_string(), "--peers", &self.peers])
             .arg("--data-dir")
             .arg(&node.data_dir)
-            .args(&self.extra)
+            .args(extra)
+            .args(node.http_addr.iter().flat_map(|a| ["--http-listen".to_string(), a.to_string()]))
             .env("RUST_LOG", "info,openraft=warn")
+            .envs(self.options.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
@@ -198,9 +236,34 @@ impl TestCluster {
         }
     }
 
+    /// Wraps a message in a request that carries the cluster's client token, if it has one.
+    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(token) = &self.options.token {
+            let value = format!("Bearer {token}").parse().expect("a token is ASCII");
+            request.metadata_mut().insert("authorization", value);
+        }
+        request
+    }
+
+    /// Waits for node `id`'s process to exit by itself and returns its exit status.
+    pub async fn wait_exit(&mut self, id: u64, limit: Duration) -> std::process::ExitStatus {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        let child = node.child.as_mut().expect("node is running");
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                node.child = None;
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "node {id} still runs after {limit:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn status(&self, id: u64) -> Option<StatusReply> {
         let mut client = self.cluster(id);
-        let call = client.status(StatusRequest {});
+        let call = client.status(self.request(StatusRequest {}));
         match tokio::time::timeout(Duration::from_secs(1), call).await {
             Ok(Ok(reply)) => Some(reply.into_inner()),
             _ => None,
@@ -246,7 +309,7 @@ impl TestCluster {
 
     pub async fn get(&self, id: u64, name: &str, consistency: ReadConsistency) -> Result<i64, tonic::Status> {
         let request = GetRequest { name: name.to_string(), consistency: consistency as i32 };
-        Ok(self.counters(id).get(request).await?.into_inner().value)
+        Ok(self.counters(id).get(self.request(request)).await?.into_inner().value)
     }
 
     pub fn log_of(&self, id: u64) -> String {
@@ -260,6 +323,55 @@ impl TestCluster {
     pub fn root(&self) -> PathBuf {
         self.dir.path().to_path_buf()
     }
+}
+
+/// A lazily connecting channel to a node's client port, over TLS when `tls` is given.
+pub fn client_channel(addr: SocketAddr, tls: Option<ClientTlsConfig>) -> Channel {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}")).expect("endpoint");
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls).expect("client TLS config");
+    }
+    endpoint.connect_timeout(Duration::from_millis(500)).connect_lazy()
+}
+
+/// Sends one HTTP/1.1 request and returns the status code and body.
+pub async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    http_with(addr, method, path, &[], body).await
+}
+
+/// [`http`] with extra request headers.
+pub async fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect to the HTTP port");
+    let headers: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("send the HTTP request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read the HTTP response");
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// Runs the real grpcurl; returns whether it succeeded and everything it printed.
+pub fn grpcurl(args: &[&str]) -> (bool, String) {
+    let out = Command::new("grpcurl").args(args).output().expect("run grpcurl");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// Whether grpcurl is on PATH (`.ci/run` installs it; tests that need it skip, saying so, without it).
+pub fn have_grpcurl() -> bool {
+    Command::new("grpcurl").arg("-version").output().is_ok_and(|o| o.status.success())
 }
 
 impl Drop for TestCluster {
