@@ -38,6 +38,49 @@ pub enum Command {
     Status(StatusArgs),
     /// Measure a running cluster at each consistency level, optionally beside etcd.
     Bench(crate::cli::BenchArgs),
+    /// Add or remove a member (through any node; the leader runs the change).
+    Member(MemberArgs),
+    /// Hand leadership to another voter.
+    TransferLeader(TransferLeaderArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MemberArgs {
+    #[command(subcommand)]
+    pub action: MemberAction,
+    /// Any node's client endpoint.
+    #[arg(long, global = true, default_value = "http://127.0.0.1:50051")]
+    pub endpoint: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MemberAction {
+    /// Start `raftlot serve --id ID ...` first; the node joins as a learner, catches up, then votes.
+    Add {
+        #[arg(long)]
+        id: u64,
+        /// host:port where clients reach the new node.
+        #[arg(long)]
+        client_addr: String,
+        /// host:port where peers reach the new node.
+        #[arg(long)]
+        peer_addr: String,
+    },
+    /// The node leaves the membership; stop its process afterwards.
+    Remove {
+        #[arg(long)]
+        id: u64,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TransferLeaderArgs {
+    /// The voter to hand leadership to [default: the most caught-up other voter].
+    #[arg(long)]
+    pub to: Option<u64>,
+    /// Any node's client endpoint.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    pub endpoint: String,
 }
 
 #[derive(Debug, Clone, Args)]

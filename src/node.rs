@@ -2,7 +2,7 @@
 //! shutdown. It also decides where each request runs: the leader executes writes and strong reads,
 //! every other node forwards them there, so clients may call any node.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use openraft::async_runtime::WatchReceiver;
-use openraft::ReadPolicy;
+use openraft::error::RaftError;
+use openraft::{ChangeMembers, ReadPolicy};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -20,8 +21,8 @@ use crate::api::ClientPort;
 use crate::config::Config;
 use crate::crdt::gossip::{GossipAck, GossipLag, GossipMessage};
 use crate::domain::{
-    Applied, CacheKey, CacheRead, CachedValue, Command, JobEffect, LotName, LotSpec, Proposal, Query, QueryReply,
-    RequestId, State,
+    Applied, CacheKey, CacheRead, CachedValue, Command, DomainError, JobEffect, LotName, LotSpec, Proposal, Query,
+    QueryReply, RequestId, State,
 };
 use crate::error::{Error, LeaderHint, Result};
 use crate::jobs::{JobView, Jobs};
@@ -66,18 +67,52 @@ pub struct ReadResult {
     pub meta: ReadMeta,
 }
 
+/// A membership change an operator asked for; the leader runs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MemberChange {
+    /// Joins as a learner, catches up, then becomes a voter.
+    Add {
+        id: NodeId,
+        node: PeerNode,
+    },
+    Remove {
+        id: NodeId,
+    },
+    /// To the given voter, or to the most caught-up other voter.
+    TransferLeader {
+        to: Option<NodeId>,
+    },
+}
+
+/// The membership after a change, as the leader that ran it saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Members {
+    pub voters: Vec<(NodeId, PeerNode)>,
+    pub learners: Vec<(NodeId, PeerNode)>,
+    pub leader_id: Option<NodeId>,
+    pub term: u64,
+    /// The log index of the (last) membership entry.
+    pub log_index: u64,
+}
+
 /// A client request in the form a follower hands it to the leader.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Forwarded {
     Write { command: Command, request_id: Option<RequestId> },
     Read { query: Query, consistency: Consistency },
+    Member(MemberChange),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ForwardedReply {
     Write(Applied),
     Read(ReadResult),
+    Member(Members),
 }
+
+/// A membership change may wait for a new node to catch up on the whole log, far longer than a
+/// write may wait for a quorum.
+const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The forward envelope: the follower's remaining deadline travels with the request, so the
 /// leader never works on a request its client has given up on.
@@ -188,7 +223,15 @@ impl Node {
     pub async fn write(&self, command: Command, request_id: Option<RequestId>) -> Result<Applied> {
         match self.route(Forwarded::Write { command, request_id }).await? {
             ForwardedReply::Write(applied) => Ok(applied),
-            ForwardedReply::Read(_) => Err(Error::internal("the leader answered a write with a read")),
+            other => Err(Error::internal(format!("the leader answered a write with {other:?}"))),
+        }
+    }
+
+    /// Runs a membership change on the leader and returns the membership it left.
+    pub async fn change_members(&self, change: MemberChange) -> Result<Members> {
+        match self.route(Forwarded::Member(change)).await? {
+            ForwardedReply::Member(members) => Ok(members),
+            other => Err(Error::internal(format!("the leader answered a membership change with {other:?}"))),
         }
     }
 
@@ -208,7 +251,7 @@ impl Node {
         }
         match self.route(Forwarded::Read { query, consistency }).await? {
             ForwardedReply::Read(result) => Ok(result),
-            ForwardedReply::Write(_) => Err(Error::internal("the leader answered a read with a write")),
+            other => Err(Error::internal(format!("the leader answered a read with {other:?}"))),
         }
     }
 
@@ -242,9 +285,18 @@ impl Node {
         }
     }
 
+    /// How long `request` may take, here or forwarded.
+    fn timeout_for(&self, request: &Forwarded) -> Duration {
+        match request {
+            Forwarded::Member(_) => MEMBERSHIP_TIMEOUT,
+            _ => self.request_timeout,
+        }
+    }
+
     /// Runs a request on the leader, following leadership changes until the deadline.
     async fn route(&self, request: Forwarded) -> Result<ForwardedReply> {
-        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        let timeout = self.timeout_for(&request);
+        let deadline = tokio::time::Instant::now() + timeout;
         let mut metrics = self.raft.metrics();
         loop {
             let leader = metrics.borrow_watched().current_leader;
@@ -265,7 +317,7 @@ impl Node {
             if tokio::time::Instant::now() >= deadline {
                 return Err(match last {
                     Error::Unavailable { reason, leader } | Error::NotLeader { reason, leader } => {
-                        Error::unavailable(format!("{reason} (gave up after {:?})", self.request_timeout), leader)
+                        Error::unavailable(format!("{reason} (gave up after {timeout:?})"), leader)
                     }
                     other => other,
                 });
@@ -305,7 +357,7 @@ impl Node {
     pub async fn execute_forwarded(&self, blob: &crate::pb::peer::Blob) -> Result<ForwardedReply> {
         let envelope: Envelope = from_blob(blob)
             .map_err(|e| Error::Domain(crate::domain::DomainError::invalid("forward", e.to_string())))?;
-        let timeout = Duration::from_millis(envelope.timeout_ms).min(self.request_timeout);
+        let timeout = Duration::from_millis(envelope.timeout_ms).min(self.timeout_for(&envelope.request));
         let deadline = tokio::time::Instant::now() + timeout;
         match self.execute_attempt(envelope.request, deadline).await {
             Attempt::Done(result) => result,
@@ -330,6 +382,13 @@ impl Node {
                     ))),
                 }
             }
+            Forwarded::Member(change) => match tokio::time::timeout_at(deadline, self.run_change(change)).await {
+                Ok(attempt) => attempt,
+                Err(_) => Attempt::Done(Err(Error::unavailable(
+                    "the membership change did not finish before the deadline; Cluster/Status shows where it got to",
+                    None,
+                ))),
+            },
             Forwarded::Read { query, consistency } => {
                 let policy = match consistency {
                     Consistency::Lease => ReadPolicy::LeaseRead,
@@ -391,6 +450,148 @@ impl Node {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) | Err(_) => return None,
             }
+        }
+    }
+
+    /// Runs a membership change on this node, which believes it leads; openraft refuses it otherwise.
+    async fn run_change(&self, change: MemberChange) -> Attempt {
+        let (voters, learners) = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow_watched();
+            let membership = m.membership_config.membership();
+            (membership.voter_ids().collect::<BTreeSet<_>>(), membership.learner_ids().collect::<BTreeSet<_>>())
+        };
+        let refuse = |e: DomainError| Attempt::Done(Err(e.into()));
+        let result = match change {
+            MemberChange::Add { id, node } => {
+                if let Some(existing) = self.member(id) {
+                    if voters.contains(&id) && existing == node {
+                        return Attempt::Done(Ok(ForwardedReply::Member(self.members())));
+                    }
+                    if voters.contains(&id) {
+                        return refuse(DomainError::AlreadyExists(format!(
+                            "node {id} is already a voter at {existing}"
+                        )));
+                    }
+                }
+                // Blocking: returns once the learner has caught up, so it joins the quorum ready.
+                match self.raft.add_learner(id, node, true).await {
+                    Ok(_) => self.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false).await,
+                    Err(e) => Err(e),
+                }
+            }
+            MemberChange::Remove { id } => {
+                if voters.contains(&id) {
+                    if voters.len() == 1 {
+                        return refuse(DomainError::FailedPrecondition(format!(
+                            "node {id} is the last voter; a cluster cannot remove its last voter"
+                        )));
+                    }
+                    self.raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false).await
+                } else if learners.contains(&id) {
+                    self.raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false).await
+                } else {
+                    return refuse(DomainError::NotFound(format!("node {id} is not a member")));
+                }
+            }
+            MemberChange::TransferLeader { to } => {
+                if self.leader_term().is_none() {
+                    return Attempt::Retry(self.not_leader(self.raft.metrics().borrow_watched().current_leader));
+                }
+                let to = match to {
+                    Some(id) if id == self.id => return Attempt::Done(Ok(ForwardedReply::Member(self.members()))),
+                    Some(id) if voters.contains(&id) => id,
+                    Some(id) => {
+                        return refuse(DomainError::FailedPrecondition(format!(
+                            "node {id} is not a voter; only voters can lead"
+                        )))
+                    }
+                    None => match self.successor() {
+                        Some(id) => id,
+                        None => {
+                            return refuse(DomainError::FailedPrecondition(
+                                "there is no other voter to hand leadership to".to_string(),
+                            ))
+                        }
+                    },
+                };
+                return match self.transfer_leadership(to).await {
+                    Ok(()) => Attempt::Done(Ok(ForwardedReply::Member(self.members()))),
+                    Err(e) => Attempt::Done(Err(e)),
+                };
+            }
+        };
+        match result {
+            Ok(_) => Attempt::Done(Ok(ForwardedReply::Member(self.members()))),
+            Err(e) => match e.forward_to_leader() {
+                Some(f) => Attempt::Retry(self.not_leader(f.leader_id)),
+                None => match e {
+                    RaftError::APIError(e) => refuse(DomainError::FailedPrecondition(e.to_string())),
+                    RaftError::Fatal(e) => Attempt::Done(Err(Error::unavailable(format!("raft stopped: {e}"), None))),
+                },
+            },
+        }
+    }
+
+    /// The other voter with the most of the log, as this leader's replication progress shows.
+    fn successor(&self) -> Option<NodeId> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        let matched = |id: &NodeId| {
+            m.replication.as_ref().and_then(|r| r.get(id)).and_then(|l| l.as_ref()).map_or(0, |l| l.index)
+        };
+        m.membership_config.membership().voter_ids().filter(|id| *id != self.id).max_by_key(matched)
+    }
+
+    /// Asks openraft to hand leadership to `to`, and waits until `to` leads.
+    async fn transfer_leadership(&self, to: NodeId) -> Result<()> {
+        self.raft
+            .trigger()
+            .transfer_leader(to)
+            .await
+            .map_err(|e| Error::unavailable(format!("raft stopped: {e}"), None))?;
+        let mut metrics = self.raft.metrics();
+        loop {
+            if metrics.borrow_watched().current_leader == Some(to) {
+                return Ok(());
+            }
+            if metrics.changed().await.is_err() {
+                return Err(Error::unavailable("raft stopped during the leader transfer", None));
+            }
+        }
+    }
+
+    /// On shutdown: if this node leads, hand leadership to the most caught-up voter first, so
+    /// clients see a handover instead of waiting out an election timeout. Bounded by `within`.
+    async fn hand_over_leadership(&self, within: Duration) {
+        if self.leader_term().is_none() {
+            return;
+        }
+        let Some(to) = self.successor() else { return };
+        let started = Instant::now();
+        match tokio::time::timeout(within, self.transfer_leadership(to)).await {
+            Ok(Ok(())) => {
+                tracing::info!(id = self.id, to, elapsed = ?started.elapsed(), "handed leadership over before stopping")
+            }
+            Ok(Err(e)) => tracing::warn!(id = self.id, to, "leader handover failed: {e}"),
+            Err(_) => {
+                tracing::warn!(id = self.id, to, "leader handover did not finish within {within:?}; stopping anyway")
+            }
+        }
+    }
+
+    /// The current membership, leader and term.
+    fn members(&self) -> Members {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        let membership = m.membership_config.membership();
+        let entry = |id: NodeId| Some((id, membership.get_node(&id)?.clone()));
+        Members {
+            voters: membership.voter_ids().filter_map(entry).collect(),
+            learners: membership.learner_ids().filter_map(entry).collect(),
+            leader_id: m.current_leader,
+            term: m.current_term,
+            log_index: m.membership_config.log_id().as_ref().map_or(0, |id| id.index),
         }
     }
 
@@ -638,6 +839,9 @@ pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = (
     run(config, listeners, Faults::default(), shutdown).await
 }
 
+/// How long a stopping leader waits for its successor to take over before it stops anyway.
+const LEADER_HANDOVER: Duration = Duration::from_secs(2);
+
 fn openraft_config(config: &Config) -> anyhow::Result<openraft::Config> {
     let hb = config.heartbeat.as_millis() as u64;
     let raft_config = openraft::Config {
@@ -747,6 +951,10 @@ pub async fn run(
         r = &mut peer_task => Some(("peer", r)),
         r = &mut http_task => Some(("http", r)),
     };
+    // While the servers still run, so requests in flight here are forwarded to the successor.
+    if early.is_none() {
+        node.hand_over_leadership(LEADER_HANDOVER).await;
+    }
     stop.cancel();
     if let Err(e) = raft.shutdown().await {
         tracing::warn!("raft shutdown: {e}");

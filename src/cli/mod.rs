@@ -1,9 +1,12 @@
-//! The operator commands: `cluster` (a local multi-process cluster), `status` (a table) and `bench`.
+//! The operator commands: `cluster` (a local multi-process cluster), `status` (a table), `member`
+//! and `transfer-leader` (membership changes), and `bench`.
 
 mod bench;
 mod cluster;
+mod member;
 mod status;
 
 pub use bench::{bench, BenchArgs};
 pub use cluster::cluster;
+pub use member::{member, transfer_leader};
 pub use status::{fetch_status, status};
