@@ -543,20 +543,31 @@ impl Node {
         m.membership_config.membership().voter_ids().filter(|id| *id != self.id).max_by_key(matched)
     }
 
-    /// Asks openraft to hand leadership to `to`, and waits until `to` leads.
+    /// Asks openraft to hand leadership to `to`, and waits until `to` leads. The target gives up
+    /// if its log is not flushed up to the leader's within an election timeout, which under load it
+    /// may miss; then the request is simply sent again, until the caller's deadline.
     async fn transfer_leadership(&self, to: NodeId) -> Result<()> {
-        self.raft
-            .trigger()
-            .transfer_leader(to)
-            .await
-            .map_err(|e| Error::unavailable(format!("raft stopped: {e}"), None))?;
         let mut metrics = self.raft.metrics();
         loop {
-            if metrics.borrow_watched().current_leader == Some(to) {
-                return Ok(());
+            self.raft
+                .trigger()
+                .transfer_leader(to)
+                .await
+                .map_err(|e| Error::unavailable(format!("raft stopped: {e}"), None))?;
+            let retry_at = tokio::time::Instant::now() + TRANSFER_RETRY;
+            loop {
+                if metrics.borrow_watched().current_leader == Some(to) {
+                    return Ok(());
+                }
+                match tokio::time::timeout_at(retry_at, metrics.changed()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return Err(Error::unavailable("raft stopped during the leader transfer", None)),
+                    Err(_) => break,
+                }
             }
-            if metrics.changed().await.is_err() {
-                return Err(Error::unavailable("raft stopped during the leader transfer", None));
+            if self.leader_term().is_none() {
+                // Someone else won an election meanwhile: report who leads now.
+                return Ok(());
             }
         }
     }
@@ -838,6 +849,9 @@ pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = (
     let listeners = Listeners::bind(&config).await?;
     run(config, listeners, Faults::default(), shutdown).await
 }
+
+/// How long a leader waits for a transfer to land before it asks again.
+const TRANSFER_RETRY: Duration = Duration::from_millis(500);
 
 /// How long a stopping leader waits for its successor to take over before it stops anyway.
 const LEADER_HANDOVER: Duration = Duration::from_secs(2);

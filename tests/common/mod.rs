@@ -6,6 +6,7 @@
 #![allow(dead_code)] // each test file uses a different part of the harness
 
 pub mod history;
+pub mod load;
 pub mod local;
 
 use std::collections::BTreeMap;
@@ -45,6 +46,8 @@ where
 }
 
 struct TestNode {
+    /// The `--peers` this node starts with: the founding members, plus itself if it joined later.
+    peers: String,
     client_addr: SocketAddr,
     peer_addr: SocketAddr,
     http_addr: Option<SocketAddr>,
@@ -123,6 +126,7 @@ impl TestCluster {
         for (id, client_addr, peer_addr) in &addrs {
             let channel = client_channel(*client_addr, options.tls.clone());
             let node = TestNode {
+                peers: peers.clone(),
                 client_addr: *client_addr,
                 peer_addr: *peer_addr,
                 http_addr: options.http.then(|| SocketAddr::from(([127, 0, 0, 1], free_port()))),
@@ -143,6 +147,36 @@ impl TestCluster {
 
     pub fn ids(&self) -> Vec<u64> {
         self.nodes.keys().copied().collect()
+    }
+
+    /// Starts a new node, not yet a member: it waits for the leader to add it (`Cluster/AddNode`).
+    /// Returns its id and its client and peer addresses.
+    pub fn spawn_new_node(&mut self) -> (u64, SocketAddr, SocketAddr) {
+        let id = self.nodes.keys().max().map_or(1, |m| m + 1);
+        let client_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let peer_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let channel = Endpoint::from_shared(format!("http://{client_addr}"))
+            .expect("endpoint")
+            .connect_timeout(Duration::from_millis(500))
+            .connect_lazy();
+        let node = TestNode {
+            peers: format!("{},{id}={client_addr}/{peer_addr}", self.peers),
+            client_addr,
+            peer_addr,
+            data_dir: self.dir.path().join(format!("node-{id}")),
+            log: self.dir.path().join(format!("node-{id}.log")),
+            child: None,
+            channel,
+        };
+        self.nodes.insert(id, node);
+        self.restart(id);
+        (id, client_addr, peer_addr)
+    }
+
+    /// Forgets a node that left the cluster, killing its process if it still runs.
+    pub fn forget(&mut self, id: u64) {
+        self.kill(id);
+        self.nodes.remove(&id);
     }
 
     pub fn client_addr(&self, id: u64) -> SocketAddr {
@@ -190,7 +224,7 @@ impl TestCluster {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_raftlot"))
             .arg("serve")
-            .args(["--id", &id.to_string(), "--peers", &self.peers])
+            .args(["--id", &id.to_string(), "--peers", &node.peers])
             .arg("--data-dir")
             .arg(&node.data_dir)
             .args(extra)
