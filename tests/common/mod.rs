@@ -155,18 +155,15 @@ impl TestCluster {
         let id = self.nodes.keys().max().map_or(1, |m| m + 1);
         let client_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let peer_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let channel = Endpoint::from_shared(format!("http://{client_addr}"))
-            .expect("endpoint")
-            .connect_timeout(Duration::from_millis(500))
-            .connect_lazy();
         let node = TestNode {
             peers: format!("{},{id}={client_addr}/{peer_addr}", self.peers),
             client_addr,
             peer_addr,
+            http_addr: self.options.http.then(|| SocketAddr::from(([127, 0, 0, 1], free_port()))),
             data_dir: self.dir.path().join(format!("node-{id}")),
             log: self.dir.path().join(format!("node-{id}.log")),
             child: None,
-            channel,
+            channel: client_channel(client_addr, self.options.tls.clone()),
         };
         self.nodes.insert(id, node);
         self.restart(id);
