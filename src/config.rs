@@ -51,6 +51,8 @@ pub struct MemberArgs {
     /// Any node's client endpoint.
     #[arg(long, global = true, default_value = "http://127.0.0.1:50051")]
     pub endpoint: String,
+    #[command(flatten)]
+    pub access: crate::cli::ClientAccess,
 }
 
 #[derive(Debug, Subcommand)]
@@ -81,6 +83,8 @@ pub struct TransferLeaderArgs {
     /// Any node's client endpoint.
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     pub endpoint: String,
+    #[command(flatten)]
+    pub access: crate::cli::ClientAccess,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -177,6 +181,8 @@ pub struct StatusArgs {
     /// Any node's client endpoint.
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     pub endpoint: String,
+    #[command(flatten)]
+    pub access: crate::cli::ClientAccess,
 }
 
 /// One member of the cluster as every node knows it.

@@ -11,7 +11,7 @@
 //!   request layer that measures and traces every client call, and who may call what (`auth`).
 //! - `node`: wires storage, Raft and servers; routes each request to where it must run.
 //! - `jobs`: singleton jobs (overstay and cache-expiry sweepers) that run on the leader, fenced by term.
-//! - `cli`: the `cluster` and `status` commands.
+//! - `cli`: the `cluster`, `status` and `bench` commands, and how they connect (TLS, client token).
 //!
 //! # How a write flows
 //! Any node's `Counters/Add` validates the request (`api`), then `Node::write` finds the leader. A

@@ -13,8 +13,8 @@ use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
 
+use super::{ClientAccess, Transport};
 use crate::config::parse_duration;
 use crate::pb::etcd::kv_client::KvClient;
 use crate::pb::etcd::{PutRequest, RangeRequest};
@@ -77,6 +77,8 @@ pub struct BenchArgs {
     /// raftlot client endpoints, comma separated; clients are spread over them.
     #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:50051,127.0.0.1:50052,127.0.0.1:50053")]
     pub endpoints: Vec<String>,
+    #[command(flatten)]
+    pub access: ClientAccess,
     #[arg(long, value_enum, default_value = "read")]
     pub workload: Workload,
     /// One pass per level. For add and park, `eventual` writes with WRITE_MODE_EVENTUAL and the other
@@ -192,20 +194,17 @@ fn mode_name(l: Level) -> &'static str {
 }
 
 /// A client's connection to one node of the system under test.
+// One per client, made once per run: the size difference costs nothing, a Box would cost a pointer
+// chase on every measured call.
+#[allow(clippy::large_enum_variant)]
 enum Conn {
-    Raftlot { counters: CountersClient<Channel>, parking: ParkingClient<Channel> },
-    Etcd(KvClient<Channel>),
+    Raftlot { counters: CountersClient<Transport>, parking: ParkingClient<Transport> },
+    Etcd(KvClient<Transport>),
 }
 
-async fn connect(endpoint: &str) -> anyhow::Result<Channel> {
-    let uri = if endpoint.contains("://") { endpoint.to_string() } else { format!("http://{endpoint}") };
-    Endpoint::from_shared(uri.clone())
-        .with_context(|| format!("bad endpoint {endpoint}"))?
-        .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true)
-        .connect()
-        .await
-        .with_context(|| format!("cannot connect to {uri}"))
+/// etcd is reached in plaintext without a token: `--tls-ca` and `--client-token` are raftlot's.
+async fn connect_etcd(endpoint: &str) -> anyhow::Result<Transport> {
+    ClientAccess::default().connect(endpoint).await
 }
 
 /// A small fast generator: the workload needs spread, not cryptographic randomness.
@@ -397,10 +396,11 @@ fn row(
     }
 }
 
-async fn raftlot_conns(endpoints: &[String], clients: usize) -> anyhow::Result<Vec<Conn>> {
+async fn raftlot_conns(args: &BenchArgs, clients: usize) -> anyhow::Result<Vec<Conn>> {
+    let endpoints = &args.endpoints;
     let mut conns = Vec::with_capacity(clients);
     for i in 0..clients {
-        let channel = connect(&endpoints[i % endpoints.len()]).await?;
+        let channel = args.access.connect(&endpoints[i % endpoints.len()]).await?;
         conns.push(Conn::Raftlot {
             counters: CountersClient::new(channel.clone()),
             parking: ParkingClient::new(channel),
@@ -412,14 +412,14 @@ async fn raftlot_conns(endpoints: &[String], clients: usize) -> anyhow::Result<V
 async fn etcd_conns(endpoints: &[String], clients: usize) -> anyhow::Result<Vec<Conn>> {
     let mut conns = Vec::with_capacity(clients);
     for i in 0..clients {
-        conns.push(Conn::Etcd(KvClient::new(connect(&endpoints[i % endpoints.len()]).await?)));
+        conns.push(Conn::Etcd(KvClient::new(connect_etcd(&endpoints[i % endpoints.len()]).await?)));
     }
     Ok(conns)
 }
 
 /// Writes every key once so reads find data, and creates the park workload's lot.
 async fn prepare(args: &BenchArgs) -> anyhow::Result<()> {
-    let channel = connect(&args.endpoints[0]).await?;
+    let channel = args.access.connect(&args.endpoints[0]).await?;
     let mut counters = CountersClient::new(channel.clone());
     for k in 0..args.keys {
         let request = AddRequest { name: format!("bench-{k}"), delta: 0, ..Default::default() };
@@ -431,7 +431,7 @@ async fn prepare(args: &BenchArgs) -> anyhow::Result<()> {
         ParkingClient::new(channel).configure_lot(lot).await.context("cannot create the bench lot")?;
     }
     if !args.etcd.is_empty() {
-        let mut kv = KvClient::new(connect(&args.etcd[0]).await?);
+        let mut kv = KvClient::new(connect_etcd(&args.etcd[0]).await?);
         for k in 0..args.keys {
             kv.put(PutRequest { key: format!("bench-{k}").into_bytes(), value: b"0".to_vec() })
                 .await
@@ -447,8 +447,8 @@ async fn staleness(args: &BenchArgs, level: Level, duration: Duration, max_ops: 
     if args.endpoints.len() < 2 {
         bail!("the staleness workload needs two endpoints: it writes at one node and reads at another");
     }
-    let mut writer = CountersClient::new(connect(&args.endpoints[0]).await?);
-    let mut reader = CountersClient::new(connect(&args.endpoints[args.endpoints.len() - 1]).await?);
+    let mut writer = CountersClient::new(args.access.connect(&args.endpoints[0]).await?);
+    let mut reader = CountersClient::new(args.access.connect(&args.endpoints[args.endpoints.len() - 1]).await?);
     let label = format!("staleness {}", level_name(level));
     let bar = progress(&format!("raftlot {label}"), max_ops.unwrap_or(0));
     let (mut hist, mut errors, started) = (histogram()?, 0u64, Instant::now());
@@ -522,7 +522,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
                     Workload::Mixed => Op::Mixed(level, args.read_ratio),
                     Workload::Staleness => unreachable!("handled above"),
                 };
-                let conns = raftlot_conns(&args.endpoints, clients).await?;
+                let conns = raftlot_conns(&args, clients).await?;
                 rows.push(run("raftlot", op, conns, args.keys, duration, args.ops).await?);
             }
             if !args.etcd.is_empty() {

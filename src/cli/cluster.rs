@@ -14,6 +14,7 @@ use anyhow::{bail, Context};
 use tokio::process::{Child, Command};
 
 use super::status::{fetch_status, format_status};
+use super::ClientAccess;
 use crate::config::{format_peers, ClusterArgs, Member};
 
 /// Prints a line, ignoring a closed stdout: losing the terminal must not stop the nodes uncleanly.
@@ -128,7 +129,10 @@ async fn wait_for_leader(nodes: &mut [Spawned], limit: Duration) -> anyhow::Resu
                 bail!("node {} exited during start-up ({exit}); see its node.log", n.id);
             }
             let endpoint = format!("http://{}", n.client_addr);
-            if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(500), fetch_status(&endpoint)).await {
+            if let Ok(Ok(s)) =
+                tokio::time::timeout(Duration::from_millis(500), fetch_status(&endpoint, &ClientAccess::default()))
+                    .await
+            {
                 if s.leader_id != 0 {
                     return Ok(s);
                 }

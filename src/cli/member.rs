@@ -1,15 +1,9 @@
 //! `raftlot member add|remove` and `raftlot transfer-leader`: the Cluster membership RPCs from the
 //! command line, printing the membership they leave.
 
-use anyhow::Context;
-
 use crate::config::{MemberAction, MemberArgs, TransferLeaderArgs};
 use crate::pb::v1::cluster_client::ClusterClient;
 use crate::pb::v1::{AddNodeRequest, MembershipReply, RemoveNodeRequest, TransferLeaderRequest};
-
-async fn connect(endpoint: &str) -> anyhow::Result<ClusterClient<tonic::transport::Channel>> {
-    ClusterClient::connect(endpoint.to_string()).await.with_context(|| format!("cannot connect to {endpoint}"))
-}
 
 fn print_members(reply: &MembershipReply) {
     let leader = if reply.leader_id == 0 { "none".to_string() } else { reply.leader_id.to_string() };
@@ -22,7 +16,7 @@ fn print_members(reply: &MembershipReply) {
 }
 
 pub async fn member(args: MemberArgs) -> anyhow::Result<()> {
-    let mut client = connect(&args.endpoint).await?;
+    let mut client = ClusterClient::new(args.access.connect(&args.endpoint).await?);
     let reply = match args.action {
         MemberAction::Add { id, client_addr, peer_addr } => {
             client.add_node(AddNodeRequest { id, client_addr, peer_addr }).await?
@@ -34,7 +28,7 @@ pub async fn member(args: MemberArgs) -> anyhow::Result<()> {
 }
 
 pub async fn transfer_leader(args: TransferLeaderArgs) -> anyhow::Result<()> {
-    let mut client = connect(&args.endpoint).await?;
+    let mut client = ClusterClient::new(args.access.connect(&args.endpoint).await?);
     let reply = client.transfer_leader(TransferLeaderRequest { to: args.to.unwrap_or(0) }).await?;
     print_members(reply.get_ref());
     Ok(())

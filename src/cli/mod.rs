@@ -3,10 +3,12 @@
 
 mod bench;
 mod cluster;
+mod connect;
 mod member;
 mod status;
 
 pub use bench::{bench, BenchArgs};
 pub use cluster::cluster;
+pub use connect::{ClientAccess, Transport};
 pub use member::{member, transfer_leader};
 pub use status::{fetch_status, status};

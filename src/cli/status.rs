@@ -2,14 +2,14 @@
 
 use anyhow::Context;
 
+use super::ClientAccess;
 use crate::config::StatusArgs;
 use crate::pb::v1::cluster_client::ClusterClient;
 use crate::pb::v1::{StatusReply, StatusRequest};
 
-pub async fn fetch_status(endpoint: &str) -> anyhow::Result<StatusReply> {
-    let mut client =
-        ClusterClient::connect(endpoint.to_string()).await.with_context(|| format!("cannot connect to {endpoint}"))?;
-    Ok(client.status(StatusRequest {}).await?.into_inner())
+pub async fn fetch_status(endpoint: &str, access: &ClientAccess) -> anyhow::Result<StatusReply> {
+    let mut client = ClusterClient::new(access.connect(endpoint).await?);
+    Ok(client.status(StatusRequest {}).await.with_context(|| format!("Cluster/Status at {endpoint}"))?.into_inner())
 }
 
 pub fn format_status(reply: &StatusReply) -> String {
@@ -31,6 +31,6 @@ pub fn format_status(reply: &StatusReply) -> String {
 }
 
 pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
-    print!("{}", format_status(&fetch_status(&args.endpoint).await?));
+    print!("{}", format_status(&fetch_status(&args.endpoint, &args.access).await?));
     Ok(())
 }

@@ -8,6 +8,7 @@
 pub mod history;
 pub mod load;
 pub mod local;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::future::Future;
