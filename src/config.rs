@@ -1,9 +1,13 @@
 //! Every flag and environment variable, parsed by clap and validated once into a [`Config`].
 //!
 //! Nothing downstream re-parses addresses or checks membership: a `Config` that exists is usable.
+//! Listen addresses are socket addresses; members' addresses are `host:port` checked for shape here
+//! and resolved only when a peer connects, because in containers and Kubernetes a peer's name exists
+//! before its address does (and its address changes when it is rescheduled).
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -91,15 +95,20 @@ pub struct TransferLeaderArgs {
 pub struct ServeArgs {
     /// This node's id; must appear in --peers.
     #[arg(long, env = "RAFTLOT_ID")]
-    pub id: u64,
-    /// Every node as ID=CLIENT_ADDR/PEER_ADDR, comma separated,
-    /// e.g. 1=127.0.0.1:50051/127.0.0.1:50061,2=127.0.0.1:50052/127.0.0.1:50062
+    pub id: Option<u64>,
+    /// Take the node id from the host name's trailing number plus one, so that StatefulSet pod
+    /// `raftlot-0` is node 1 (node ids start at 1).
+    #[arg(long, env = "RAFTLOT_ID_FROM_HOSTNAME", value_parser = clap::builder::BoolishValueParser::new())]
+    pub id_from_hostname: bool,
+    /// Every node as ID=CLIENT_ADDR/PEER_ADDR, comma separated; an address is HOST:PORT with an IP
+    /// or a DNS name, e.g. 1=127.0.0.1:50051/127.0.0.1:50061,2=node2:50051/node2:50061
     #[arg(long, env = "RAFTLOT_PEERS")]
     pub peers: String,
-    /// Client gRPC listen address [default: this node's client address in --peers].
+    /// Client gRPC listen address [default: this node's client address in --peers, or 0.0.0.0 on
+    /// its port when that address is a host name].
     #[arg(long, env = "RAFTLOT_LISTEN")]
     pub listen: Option<SocketAddr>,
-    /// Peer gRPC listen address [default: this node's peer address in --peers].
+    /// Peer gRPC listen address [default: as --listen, from this node's peer address].
     #[arg(long, env = "RAFTLOT_PEER_LISTEN")]
     pub peer_listen: Option<SocketAddr>,
     /// HTTP listen address for /ping, /config, /counter/{name} routes and the like; off when unset.
@@ -185,11 +194,87 @@ pub struct StatusArgs {
     pub access: crate::cli::ClientAccess,
 }
 
+/// A member's address as `--peers` gives it: an IP address or a DNS name, and a port. Only its
+/// shape is checked; tonic resolves the name on every (re)connect, so a peer that comes back with a
+/// new IP under the same name is found again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    /// An IP address (IPv6 without brackets) or a lower-case DNS name.
+    host: String,
+    port: u16,
+}
+
+impl HostPort {
+    /// Parses `HOST:PORT`, `IPV4:PORT` or `[IPV6]:PORT`; the reason names what is wrong.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if let Ok(addr) = text.parse::<SocketAddr>() {
+            return Ok(HostPort { host: addr.ip().to_string(), port: addr.port() });
+        }
+        let (host, port) = text.rsplit_once(':').ok_or_else(|| format!("{text:?} is not HOST:PORT"))?;
+        let port: u16 = port.parse().map_err(|_| format!("{text:?} has no port number after its last ':'"))?;
+        if port == 0 {
+            return Err(format!("{text:?} has port 0, which nobody can connect to"));
+        }
+        check_dns_name(host).map_err(|why| format!("{text:?} is neither ip:port nor a host name: {why}"))?;
+        Ok(HostPort { host: host.to_ascii_lowercase(), port })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The IP address, when the host is one rather than a name.
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.host.parse().ok()
+    }
+
+    /// Where a node listens when `--peers` is all it was told: this very address when it is an
+    /// IP, else every interface on its port, since a name may resolve to an address the node
+    /// cannot bind (a Service's) or not yet resolve at all (a pod's own DNS record).
+    pub fn default_listen(&self) -> SocketAddr {
+        SocketAddr::new(self.ip().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), self.port)
+    }
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.ip() {
+            Some(IpAddr::V6(ip)) => write!(f, "[{ip}]:{}", self.port),
+            _ => write!(f, "{}:{}", self.host, self.port),
+        }
+    }
+}
+
+/// RFC 1123 host name syntax: dot-separated labels of letters, digits and inner hyphens, each at
+/// most 63 characters, 253 in all; a trailing dot (fully qualified) is allowed.
+fn check_dns_name(name: &str) -> Result<(), String> {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.is_empty() {
+        return Err("the host is empty".to_string());
+    }
+    if name.len() > 253 {
+        return Err(format!("the host has {} characters, at most 253 are allowed", name.len()));
+    }
+    for label in name.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return Err(format!("label {label:?} must have 1 to 63 characters"));
+        }
+        if let Some(c) = label.chars().find(|c| !c.is_ascii_alphanumeric() && *c != '-') {
+            return Err(format!("label {label:?} contains {c:?}; allowed are a-z 0-9 and -"));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(format!("label {label:?} starts or ends with '-'"));
+        }
+    }
+    Ok(())
+}
+
 /// One member of the cluster as every node knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
-    pub client_addr: SocketAddr,
-    pub peer_addr: SocketAddr,
+    pub client_addr: HostPort,
+    pub peer_addr: HostPort,
 }
 
 /// A validated node configuration.
@@ -260,9 +345,7 @@ pub fn parse_peers(spec: &str) -> Result<BTreeMap<u64, Member>, ConfigError> {
         }
         let (client, peer) =
             addrs.split_once('/').ok_or_else(|| bad("--peers", format!("{addrs:?} is not CLIENT_ADDR/PEER_ADDR")))?;
-        let parse = |a: &str| {
-            a.trim().parse::<SocketAddr>().map_err(|e| bad("--peers", format!("{a:?} is not an ip:port address: {e}")))
-        };
+        let parse = |a: &str| HostPort::parse(a).map_err(|why| bad("--peers", format!("node {id}: {why}")));
         let member = Member { client_addr: parse(client)?, peer_addr: parse(peer)? };
         if members.insert(id, member).is_some() {
             return Err(bad("--peers", format!("node {id} is listed twice")));
@@ -272,6 +355,29 @@ pub fn parse_peers(spec: &str) -> Result<BTreeMap<u64, Member>, ConfigError> {
         return Err(bad("--peers", "lists no node"));
     }
     Ok(members)
+}
+
+/// The node id a StatefulSet pod's host name implies: its trailing ordinal plus one (`raftlot-0` is
+/// node 1), because ordinals start at 0 and node id 0 means "no leader" on the wire.
+pub fn id_from_hostname(hostname: &str) -> Result<u64, ConfigError> {
+    let hostname = hostname.trim();
+    // A pod's host name is its bare name, but a container may be given a qualified one.
+    let short = hostname.split('.').next().unwrap_or_default();
+    let digits = short.rsplit_once('-').map_or(short, |(_, tail)| tail);
+    let ordinal: u64 = digits.parse().map_err(|_| {
+        bad("--id-from-hostname", format!("host name {hostname:?} does not end in -ORDINAL, e.g. raftlot-0"))
+    })?;
+    ordinal.checked_add(1).ok_or_else(|| bad("--id-from-hostname", format!("ordinal {ordinal} is too large")))
+}
+
+/// This machine's host name: the kernel's, which Kubernetes sets to the pod name, else `HOSTNAME`.
+fn hostname() -> Result<String, ConfigError> {
+    match std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        Ok(name) => Ok(name.trim().to_string()),
+        Err(e) => std::env::var("HOSTNAME").map_err(|_| {
+            bad("--id-from-hostname", format!("cannot read /proc/sys/kernel/hostname ({e}) and HOSTNAME is unset"))
+        }),
+    }
 }
 
 /// Parses `NAME=CAPACITYxGATES`.
@@ -322,7 +428,14 @@ impl TryFrom<ServeArgs> for Config {
 
     fn try_from(args: ServeArgs) -> Result<Self, ConfigError> {
         let members = parse_peers(&args.peers)?;
-        let me = members.get(&args.id).ok_or_else(|| bad("--id", format!("node {} is not in --peers", args.id)))?;
+        // Checked here rather than by clap, which counts RAFTLOT_ID_FROM_HOSTNAME=false as given.
+        let id = match (args.id, args.id_from_hostname) {
+            (Some(id), false) => id,
+            (None, true) => id_from_hostname(&hostname()?)?,
+            (Some(_), true) => return Err(bad("--id", "give either --id or --id-from-hostname, not both")),
+            (None, false) => return Err(bad("--id", "required (or --id-from-hostname)")),
+        };
+        let me = members.get(&id).ok_or_else(|| bad("--id", format!("node {id} is not in --peers")))?;
         if args.heartbeat_ms == 0 {
             return Err(bad("--heartbeat-ms", "must be at least 1"));
         }
@@ -359,9 +472,9 @@ impl TryFrom<ServeArgs> for Config {
             _ => return Err(bad("--tls-cert", "--tls-cert, --tls-key and --tls-ca go together")),
         };
         Ok(Config {
-            id: args.id,
-            listen: args.listen.unwrap_or(me.client_addr),
-            peer_listen: args.peer_listen.unwrap_or(me.peer_addr),
+            id,
+            listen: args.listen.unwrap_or_else(|| me.client_addr.default_listen()),
+            peer_listen: args.peer_listen.unwrap_or_else(|| me.peer_addr.default_listen()),
             http_listen: args.http_listen,
             gossip_interval: parse_duration("--gossip-interval", &args.gossip_interval)?,
             job_interval: parse_duration("--job-interval", &args.job_interval)?,
@@ -394,6 +507,54 @@ mod tests {
         }
         let twice = "1=127.0.0.1:1/127.0.0.1:2,1=127.0.0.1:3/127.0.0.1:4";
         assert!(parse_peers(twice).unwrap_err().to_string().contains("twice"));
+    }
+
+    #[test]
+    fn peers_may_be_host_names_resolved_later() {
+        let spec = "1=raftlot-0.raftlot-peer.default.svc.cluster.local:50051/raftlot-0.raftlot-peer.default.svc.cluster.local:50061,\
+                    2=Node2:50051/node2:50061,3=[::1]:50053/[::1]:50063";
+        let members = parse_peers(spec).unwrap();
+        assert_eq!(members[&2].client_addr.to_string(), "node2:50051", "names are case-insensitive");
+        assert_eq!(members[&3].peer_addr.to_string(), "[::1]:50063");
+        assert_eq!(parse_peers(&format_peers(&members)).unwrap(), members);
+        // A name listens on every interface at its port; an IP listens where it says.
+        assert_eq!(members[&1].peer_addr.default_listen(), "0.0.0.0:50061".parse().unwrap());
+        assert_eq!(members[&3].client_addr.default_listen(), "[::1]:50053".parse().unwrap());
+        let long_label = format!("1={}:1/a:2", "a".repeat(64));
+        for bad in ["1=node:0/node:1", "1=no_underscores:1/a:2", "1=-lead:1/a:2", "1=a..b:1/a:2", "1=:1/a:2", "1=a:1:2/a:3"]
+            .into_iter()
+            .chain([long_label.as_str()])
+        {
+            let err = parse_peers(bad).expect_err(bad).to_string();
+            assert!(err.contains("--peers") && err.contains("node 1"), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn statefulset_ordinals_become_node_ids() {
+        assert_eq!(id_from_hostname("raftlot-0").unwrap(), 1);
+        assert_eq!(id_from_hostname("raftlot-12\n").unwrap(), 13);
+        assert_eq!(id_from_hostname("my-db-2.raftlot-peer.ns.svc.cluster.local").unwrap(), 3);
+        for bad in ["raftlot", "raftlot-", "raftlot-x", "", "raftlot-18446744073709551615"] {
+            assert!(id_from_hostname(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn the_id_comes_from_a_flag_or_the_host_name_never_both() {
+        let serve = |extra: &[&str]| {
+            let mut argv = vec!["raftlot", "serve", "--peers", "1=a:1/a:2", "--data-dir", "/tmp/x"];
+            argv.extend_from_slice(extra);
+            Cli::try_parse_from(argv)
+        };
+        let config = |extra: &[&str]| {
+            let Command::Serve(args) = serve(extra).unwrap().command else { panic!("serve") };
+            Config::try_from(args)
+        };
+        assert!(config(&[]).unwrap_err().to_string().contains("--id"), "neither --id nor --id-from-hostname");
+        assert!(config(&["--id", "1", "--id-from-hostname"]).unwrap_err().to_string().contains("not both"));
+        let config = config(&["--id", "1"]).unwrap();
+        assert_eq!((config.id, config.listen), (1, "0.0.0.0:1".parse().unwrap()));
     }
 
     #[test]

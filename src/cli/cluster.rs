@@ -6,7 +6,6 @@
 //! by hand with its printed command.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use tokio::process::{Child, Command};
 
 use super::status::{fetch_status, format_status};
 use super::ClientAccess;
-use crate::config::{format_peers, ClusterArgs, Member};
+use crate::config::{format_peers, ClusterArgs, HostPort, Member};
 
 /// Prints a line, ignoring a closed stdout: losing the terminal must not stop the nodes uncleanly.
 macro_rules! out {
@@ -36,7 +35,7 @@ struct Spawned {
     id: u64,
     child: Child,
     command_line: String,
-    client_addr: SocketAddr,
+    client_addr: HostPort,
 }
 
 fn shell_quote(s: &str) -> String {
@@ -56,9 +55,10 @@ pub async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
         let offset = u16::try_from(id - 1)?;
         let port =
             |base: u16| base.checked_add(offset).with_context(|| format!("port {base} + {offset} is out of range"));
-        let client_addr = format!("{}:{}", args.host, port(args.client_port)?).parse()?;
-        let peer_addr = format!("{}:{}", args.host, port(args.peer_port)?).parse()?;
-        members.insert(id, Member { client_addr, peer_addr });
+        let addr = |base: u16| -> anyhow::Result<HostPort> {
+            HostPort::parse(&format!("{}:{}", args.host, port(base)?)).map_err(|why| anyhow::anyhow!("invalid --host: {why}"))
+        };
+        members.insert(id, Member { client_addr: addr(args.client_port)?, peer_addr: addr(args.peer_port)? });
     }
     let peers = format_peers(&members);
     let exe = std::env::current_exe().context("cannot find the raftlot executable")?;
@@ -99,7 +99,7 @@ pub async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
             command_line.push(' ');
             command_line.push_str(&shell_quote(a));
         }
-        nodes.push(Spawned { id: *id, child, command_line, client_addr: member.client_addr });
+        nodes.push(Spawned { id: *id, child, command_line, client_addr: member.client_addr.clone() });
     }
 
     let status = wait_for_leader(&mut nodes, Duration::from_secs(30)).await?;
@@ -188,7 +188,7 @@ async fn stop_all(nodes: &mut [Spawned]) {
     }
 }
 
-pub fn cheat_sheet(first: &SocketAddr, last: &SocketAddr, http: &str) -> String {
+pub fn cheat_sheet(first: &HostPort, last: &HostPort, http: &str) -> String {
     format!(
         r#"grpcurl cheat-sheet:
   grpcurl -plaintext {first} list
