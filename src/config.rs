@@ -40,6 +40,8 @@ pub enum Command {
     Cluster(ClusterArgs),
     /// Print the cluster's status as a table.
     Status(StatusArgs),
+    /// Exit 0 if a node's gRPC health service reports SERVING (a container health check).
+    Health(HealthArgs),
     /// Measure a running cluster at each consistency level, optionally beside etcd.
     Bench(crate::cli::BenchArgs),
     /// Add or remove a member (through any node; the leader runs the change).
@@ -192,6 +194,19 @@ pub struct StatusArgs {
     pub endpoint: String,
     #[command(flatten)]
     pub access: crate::cli::ClientAccess,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HealthArgs {
+    /// The node's client endpoint.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    pub endpoint: String,
+    /// The service to ask about; empty means the node as a whole.
+    #[arg(long, default_value = "")]
+    pub service: String,
+    /// Give up (and fail) after this many milliseconds.
+    #[arg(long, default_value_t = 2_000)]
+    pub timeout_ms: u64,
 }
 
 /// A member's address as `--peers` gives it: an IP address or a DNS name, and a port. Only its

@@ -33,6 +33,7 @@ fn main() -> std::process::ExitCode {
             }
             Command::Cluster(args) => raftlot::cli::cluster(args).await,
             Command::Status(args) => raftlot::cli::status(args).await,
+            Command::Health(args) => raftlot::cli::health(args).await,
             Command::Bench(args) => raftlot::cli::bench(args).await,
             Command::Member(args) => raftlot::cli::member(args).await,
             Command::TransferLeader(args) => raftlot::cli::transfer_leader(args).await,
