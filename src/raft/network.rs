@@ -3,7 +3,7 @@
 //!
 //! Channels are created lazily and reconnect by themselves, so a peer that is down costs a refused
 //! connection per attempt (openraft backs off on `Unreachable`), and a restarted peer is picked up
-//! without any bookkeeping here.
+//! without any bookkeeping here. A peer's address may be a DNS name: each reconnect resolves it.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -132,7 +132,12 @@ impl PeerClients {
                 let endpoint = endpoint
                     .connect_timeout(Duration::from_millis(500))
                     .tcp_nodelay(true)
-                    .http2_keep_alive_interval(Duration::from_secs(5))
+                    // A peer that vanishes without a reset (a rescheduled pod, a disconnected
+                    // network) leaves the connection open, swallowing every call until a ping goes
+                    // unanswered; closing it within seconds makes the channel reconnect, which also
+                    // resolves the peer's name again and so finds it at its new address.
+                    .http2_keep_alive_interval(Duration::from_secs(1))
+                    .keep_alive_timeout(Duration::from_secs(2))
                     .keep_alive_while_idle(true);
                 let channel = endpoint.connect_lazy();
                 channels.insert(addr.to_string(), channel.clone());
