@@ -40,24 +40,17 @@ strip -o "$context/rootfs/raftlot" "$binary"
 mkdir -p "$context/rootfs/etc"
 echo "hosts: files dns" >"$context/rootfs/etc/nsswitch.conf"
 
-cat >"$context/Dockerfile" <<'EOF'
-FROM scratch
-COPY rootfs/ /
-# The data directory belongs to the unprivileged user, so a fresh named volume mounted there
-# (which copies the image directory's owner) is writable without running as root.
-COPY --chown=65532:65532 data /data
-USER 65532:65532
-ENV RAFTLOT_DATA_DIR=/data \
-    RAFTLOT_LISTEN=0.0.0.0:50051 \
-    RAFTLOT_PEER_LISTEN=0.0.0.0:50061 \
-    RAFTLOT_HTTP_LISTEN=0.0.0.0:8080
-VOLUME /data
-EXPOSE 50051 50061 8080
-HEALTHCHECK --interval=5s --timeout=3s --start-period=5s --retries=3 \
-    CMD ["/raftlot", "health", "--endpoint", "http://127.0.0.1:50051"]
-ENTRYPOINT ["/raftlot"]
-CMD ["serve"]
-EOF
+# The runtime settings (user, environment, volume, ports, health check, entrypoint) are
+# deploy/Dockerfile's own, from its USER line on, so the two images cannot drift apart.
+{
+    echo "FROM scratch"
+    echo "COPY rootfs/ /"
+    # The data directory belongs to the unprivileged user, so a fresh named volume mounted there
+    # (which copies the image directory's owner) is writable without running as root.
+    echo "COPY --chown=65532:65532 data /data"
+    sed -n '/^USER /,$p' "$(dirname "$0")/Dockerfile"
+} >"$context/Dockerfile"
+grep -q '^ENTRYPOINT' "$context/Dockerfile" || { echo "image.sh: no USER..ENTRYPOINT section in deploy/Dockerfile" >&2; exit 1; }
 
 # The legacy builder needs nothing beyond the engine; BuildKit (where installed) would work too.
 DOCKER_BUILDKIT=0 docker build --quiet --tag "$tag" "$context" >/dev/null

@@ -5,6 +5,7 @@
 
 #![allow(dead_code)] // each test file uses a different part of the harness
 
+pub mod docker;
 pub mod history;
 pub mod load;
 pub mod local;
@@ -44,6 +45,35 @@ where
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// `Cluster/Status` through `client`, or `None` when it does not answer within a second.
+pub async fn status_via(
+    mut client: ClusterClient<Channel>,
+    request: tonic::Request<StatusRequest>,
+) -> Option<StatusReply> {
+    match tokio::time::timeout(Duration::from_secs(1), client.status(request)).await {
+        Ok(Ok(reply)) => Some(reply.into_inner()),
+        _ => None,
+    }
+}
+
+/// Waits until one of `running` reports a leader that is also in `running` and agrees it leads.
+pub async fn wait_for_agreed_leader<F, Fut>(running: &[u64], status: F) -> u64
+where
+    F: Fn(u64) -> Fut,
+    Fut: Future<Output = Option<StatusReply>>,
+{
+    eventually("a leader among the running nodes", WAIT, || async {
+        for id in running {
+            let Some(s) = status(*id).await else { continue };
+            if s.leader_id != 0 && running.contains(&s.leader_id) && status(s.leader_id).await?.leader_id == s.leader_id {
+                return Some(s.leader_id);
+            }
+        }
+        None
+    })
+    .await
 }
 
 struct TestNode {
@@ -90,7 +120,7 @@ impl Options {
 /// default): a port the kernel hands out there is free now, but the nodes' own outgoing connections
 /// draw their local ports from that same range and can take it before its node binds it. Each test
 /// process walks its own stretch of ports, and one counter keeps parallel tests from sharing one.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let offset = (std::process::id() % 100) * 120;
     loop {
@@ -294,29 +324,13 @@ impl TestCluster {
     }
 
     pub async fn status(&self, id: u64) -> Option<StatusReply> {
-        let mut client = self.cluster(id);
-        let call = client.status(self.request(StatusRequest {}));
-        match tokio::time::timeout(Duration::from_secs(1), call).await {
-            Ok(Ok(reply)) => Some(reply.into_inner()),
-            _ => None,
-        }
+        status_via(self.cluster(id), self.request(StatusRequest {})).await
     }
 
     /// Waits until a running node reports a leader that is itself running and agrees it leads.
     pub async fn wait_for_leader(&self) -> u64 {
-        eventually("a leader among the running nodes", WAIT, || async {
-            for id in self.ids().into_iter().filter(|id| self.is_running(*id)) {
-                let Some(s) = self.status(id).await else { continue };
-                if s.leader_id != 0 && self.is_running(s.leader_id) {
-                    let leader_view = self.status(s.leader_id).await?;
-                    if leader_view.leader_id == s.leader_id {
-                        return Some(s.leader_id);
-                    }
-                }
-            }
-            None
-        })
-        .await
+        let running: Vec<u64> = self.ids().into_iter().filter(|id| self.is_running(*id)).collect();
+        wait_for_agreed_leader(&running, |id| self.status(id)).await
     }
 
     pub fn followers(&self, leader: u64) -> Vec<u64> {
