@@ -207,6 +207,8 @@ pub struct HealthArgs {
     /// Give up (and fail) after this many milliseconds.
     #[arg(long, default_value_t = 2_000)]
     pub timeout_ms: u64,
+    #[command(flatten)]
+    pub access: crate::cli::ClientAccess,
 }
 
 /// A member's address as `--peers` gives it: an IP address or a DNS name, and a port. Only its

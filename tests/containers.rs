@@ -36,7 +36,8 @@ async fn get(mut client: CountersClient<Channel>, consistency: ReadConsistency) 
 ///    succeeds, and its LOCAL read still answers;
 /// 4. stop the writers, reconnect it, retry the refused write under its request id; time until every
 ///    node's LOCAL value is the leader's and every EVENTUAL value also holds the eventual write;
-/// 5. the whole history passes the checker: nothing acknowledged lost, no invariant broken.
+/// 5. the whole history passes the checker: nothing acknowledged lost, no invariant broken;
+/// 6. the engine reports every container healthy through the image's health check.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_kill_and_network_disconnect_lose_nothing_acknowledged() {
     if let Some(why) = docker::unavailable() {
@@ -124,4 +125,12 @@ async fn docker_kill_and_network_disconnect_lose_nothing_acknowledged() {
     row.converged = Some(converged);
     println!("{row}");
     verdict.assert_clean(scenario);
+
+    // 6. The image's HEALTHCHECK (`raftlot health`) runs every 5 s.
+    for id in cluster.ids() {
+        eventually(&format!("docker to report node {id} healthy"), WAIT, || async {
+            (cluster.health(id) == "healthy").then_some(())
+        })
+        .await;
+    }
 }

@@ -163,6 +163,11 @@ impl DockerCluster {
         docker(&["network", "connect", "--alias", &alias, &network, &self.name(id)]).expect("connect");
     }
 
+    /// The engine's view of the image's health check (`raftlot health`): starting, healthy or unhealthy.
+    pub fn health(&self, id: u64) -> String {
+        docker(&["inspect", "--format", "{{.State.Health.Status}}", &self.name(id)]).unwrap_or_else(|e| e)
+    }
+
     /// The last lines a node logged, for failure messages.
     pub fn logs(&self, id: u64) -> String {
         let out = Command::new("docker").args(["logs", "--tail", "40", &self.name(id)]).output();
