@@ -237,6 +237,10 @@ impl HostPort {
         Ok(HostPort { host: host.to_ascii_lowercase(), port })
     }
 
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }
