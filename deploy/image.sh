@@ -33,7 +33,11 @@ ldd "$binary" | awk '/=>/ { print $3; next } /^[[:space:]]*\// { print $1 }' | w
 done
 # Debian keeps the loader under /lib64 as a link into /lib/x86_64-linux-gnu; ldd names the link,
 # which `cp -L` turned into a file, so the binary's interpreter path works as it is.
-strip -o "$context/rootfs/raftlot" "$binary"
+if command -v strip >/dev/null; then
+    strip -o "$context/rootfs/raftlot" "$binary"
+else
+    cp "$binary" "$context/rootfs/raftlot"
+fi
 
 # glibc reads nsswitch.conf to decide how to resolve peers' host names: /etc/hosts first (what
 # docker writes for --add-host), then DNS (docker's embedded server, or the cluster's).
