@@ -2,10 +2,12 @@
 //! image is assembled by deploy/image.sh from this test build's binary (nothing is pulled); the
 //! nodes sit on two networks made for the run, as in deploy/compose.yaml: an internal one for Raft
 //! and gossip, where peers are named by DNS aliases, and one for clients, with each node's client
-//! port published on a loopback port. Fault verbs act through the engine: `kill` (docker kill, a
-//! SIGKILL), `start`, `isolate` (disconnect from the peer network; clients still reach the node)
-//! and `heal`. Every name carries a per-run prefix, and `Drop` removes the containers, their
-//! volumes, the networks and the image, also when the test panics.
+//! port published on a loopback port. Containers run as the StatefulSet runs its pods: read-only
+//! root filesystem, no capabilities, node id from the host name `raftlot-N`. Fault verbs act
+//! through the engine: `kill` (docker kill, a SIGKILL), `start`, `isolate` (disconnect from the
+//! peer network; clients still reach the node) and `heal`. Every name carries a per-run prefix,
+//! and `Drop` removes the containers, their volumes, the networks and the image, also when the
+//! test panics.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
@@ -84,12 +86,30 @@ impl DockerCluster {
             let publish = format!("127.0.0.1:{port}:50051");
             let clients = format!("{}-clients", cluster.run);
             let env = [
-                format!("RAFTLOT_ID={id}"),
+                // As in the StatefulSet: the id comes from the host name's ordinal.
+                "RAFTLOT_ID_FROM_HOSTNAME=true".to_string(),
                 format!("RAFTLOT_PEERS={peers}"),
                 format!("RAFTLOT_CLUSTER_SECRET={}", cluster.secret),
                 "RUST_LOG=info,openraft=warn".to_string(),
             ];
-            let mut args = vec!["create", "--name", &name, "--hostname", &name, "--network", &clients, "-p", &publish];
+            let hostname = format!("raftlot-{}", id - 1);
+            // The StatefulSet's security context, so the tier shows the image runs under it.
+            let mut args = vec![
+                "create",
+                "--name",
+                &name,
+                "--hostname",
+                &hostname,
+                "--read-only",
+                "--cap-drop",
+                "ALL",
+                "--security-opt",
+                "no-new-privileges",
+                "--network",
+                &clients,
+                "-p",
+                &publish,
+            ];
             for e in &env {
                 args.extend(["-e", e]);
             }
