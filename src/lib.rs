@@ -6,7 +6,8 @@
 //! - `error`: the node's error enum and its one conversion to `tonic::Status`.
 //! - `domain`: pure, deterministic state (counters, commands, replies). No IO.
 //! - `crdt`: pure delta-state CRDTs for the eventual path, and gossip bookkeeping.
-//! - `raft`: openraft glue: type config, sled log store and state machine, peer transport client.
+//! - `raft`: openraft glue: type config, sled log store and state machine, the cluster identity a
+//!   data directory belongs to, peer transport client.
 //! - `api`: gRPC services on the client and peer ports, the HTTP routes, `/metrics` and the
 //!   request layer that measures and traces every client call, and who may call what (`auth`).
 //! - `node`: wires storage, Raft and servers; routes each request to where it must run.

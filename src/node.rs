@@ -28,6 +28,7 @@ use crate::error::{Error, LeaderHint, Result};
 use crate::jobs::{JobView, Jobs};
 use crate::now_ms;
 use crate::raft::disk::Disk;
+use crate::raft::identity::ClusterIdentity;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{from_blob, to_blob, CallError, Faults, NetworkFactory, PeerClients};
 use crate::raft::replica::EventualReplica;
@@ -182,6 +183,8 @@ pub struct Node {
     /// heartbeat accepted). An atomic because the peer service updates it on every append.
     leader_contact_ms: AtomicU64,
     pub jobs: Jobs,
+    /// The cluster this node's data belongs to; see `raft::identity`.
+    pub identity: Arc<ClusterIdentity>,
 }
 
 /// Why one attempt to route a request did not produce an answer that can be returned.
@@ -796,6 +799,52 @@ async fn ensure_lots(node: Arc<Node>, lots: Vec<(LotName, LotSpec)>, stop: Cance
     }
 }
 
+/// Resolves, with the reason, only if the other members say this node's data belongs to another
+/// cluster; otherwise it stays pending once it has heard enough (or given up asking), and the peer
+/// guard keeps refusing foreign calls from then on. Only the members `--peers` names are asked, not
+/// the Raft membership: data from another cluster carries that cluster's membership, whose nodes
+/// would vouch for it.
+async fn refuse_foreign_data(node: &Node, members: Vec<(NodeId, String)>) -> anyhow::Error {
+    let Some(mine) = node.identity.get() else { return std::future::pending().await };
+    let mut asked: BTreeMap<NodeId, String> = members.into_iter().collect();
+    asked.remove(&node.id);
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let answers = futures::future::join_all(asked.iter().map(|(id, addr)| async move {
+            let timeout = Duration::from_millis(500);
+            let req = node.peers.request(crate::pb::peer::NodeInfoRequest {}, timeout);
+            (*id, node.peers.call(*id, addr, timeout, |mut c| async move { c.node_info(req).await }).await)
+        }))
+        .await;
+        let (mut agree, mut foreign, mut silent) = (0usize, Vec::new(), 0usize);
+        for (id, answer) in answers {
+            match answer {
+                Ok(info) if info.cluster_id == *mine => agree += 1,
+                Ok(info) if info.cluster_id.is_empty() => {}
+                Ok(info) => foreign.push(format!("node {id} belongs to cluster {}", info.cluster_id)),
+                Err(CallError::Failed { reason, .. }) if reason.contains(crate::raft::identity::MISMATCH) => {
+                    foreign.push(format!("node {id} refuses this data ({reason})"))
+                }
+                Err(_) => silent += 1,
+            }
+        }
+        if !foreign.is_empty() && foreign.len() > agree {
+            return anyhow::anyhow!(
+                "this data directory belongs to cluster {mine}, but {}; it was written by another cluster. \
+                 Start it with its own cluster's --peers, or make it a new member of this one: \
+                 `raftlot member remove --id {id}`, empty the directory, start the node again, then \
+                 `raftlot member add --id {id} --client-addr .. --peer-addr ..`",
+                foreign.join(", "),
+                id = node.id
+            );
+        }
+        if silent == 0 || agree > 0 || tokio::time::Instant::now() >= give_up {
+            return std::future::pending().await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Resolves on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
@@ -893,9 +942,12 @@ pub async fn run(
         .with_context(|| format!("cannot open sled under {}", config.data_dir.display()))?;
     let disk = Disk::new(db.clone());
     let log_store = LogStore::open(&disk)?;
-    let replica = Arc::new(EventualReplica::open(&disk, config.id)?);
+    let refusing = || format!("refusing to start node {} on data directory {}", config.id, config.data_dir.display());
+    let replica = Arc::new(EventualReplica::open(&disk, config.id).with_context(refusing)?);
+    let identity = Arc::new(ClusterIdentity::open(&disk)?);
     let sm = StateMachine::open(&disk, replica.clone())?;
-    let peers = PeerClients::new(config.id, config.cluster_secret.clone(), config.tls.as_ref(), faults);
+    let peers =
+        PeerClients::new(config.id, config.cluster_secret.clone(), config.tls.as_ref(), identity.clone(), faults);
     let metrics = Arc::new(Metrics::new(disk.clone()));
     let raft = Raft::new(
         config.id,
@@ -916,7 +968,8 @@ pub async fn run(
                 (*id, PeerNode { client_addr: m.client_addr.to_string(), peer_addr: m.peer_addr.to_string() })
             })
             .collect();
-        tracing::info!(?members, "initialising a new cluster");
+        let cluster_id = identity.create().await?;
+        tracing::info!(?members, %cluster_id, "initialising a new cluster");
         raft.initialize(members).await.context("cannot initialise the cluster")?;
     }
 
@@ -930,6 +983,7 @@ pub async fn run(
         started: Instant::now(),
         leader_contact_ms: AtomicU64::new(0),
         jobs: Jobs::default(),
+        identity,
     });
 
     let stop = CancellationToken::new();
@@ -959,11 +1013,13 @@ pub async fn run(
     tokio::spawn(gossip(node.clone(), config.gossip_interval, stop.clone()));
     tokio::spawn(crate::jobs::supervise(node.clone(), config.job_interval, stop.clone()));
 
+    let members: Vec<(NodeId, String)> = config.members.iter().map(|(id, m)| (*id, m.peer_addr.to_string())).collect();
     let early = tokio::select! {
         _ = shutdown => None,
-        r = &mut client_task => Some(("client", r)),
-        r = &mut peer_task => Some(("peer", r)),
-        r = &mut http_task => Some(("http", r)),
+        r = &mut client_task => Some(("client server", r)),
+        r = &mut peer_task => Some(("peer server", r)),
+        r = &mut http_task => Some(("http server", r)),
+        e = refuse_foreign_data(&node, members) => Some(("start-up check", Ok(Err(e.context(refusing()))))),
     };
     // While the servers still run, so requests in flight here are forwarded to the successor.
     if early.is_none() {
@@ -977,8 +1033,8 @@ pub async fn run(
     tracing::info!(id = config.id, "node stopped");
     match early {
         None => Ok(()),
-        Some((which, Ok(Ok(())))) => anyhow::bail!("{which} server stopped unexpectedly"),
-        Some((which, Ok(Err(e)))) => Err(e.context(format!("{which} server failed"))),
-        Some((which, Err(e))) => anyhow::bail!("{which} server panicked: {e}"),
+        Some((which, Ok(Ok(())))) => anyhow::bail!("{which} stopped unexpectedly"),
+        Some((which, Ok(Err(e)))) => Err(e.context(format!("{which} failed"))),
+        Some((which, Err(e))) => anyhow::bail!("{which} panicked: {e}"),
     }
 }

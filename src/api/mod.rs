@@ -116,11 +116,12 @@ pub async fn serve_peer(
     listener: TcpListener,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
+    let guard = peer::guard(secret, node.identity.clone());
     let service = RaftPeerServer::new(peer::PeerService { node })
         .max_decoding_message_size(MAX_PEER_MESSAGE)
         .max_encoding_message_size(MAX_PEER_MESSAGE);
     server(tls.as_ref(), true)?
-        .add_service(InterceptedService::new(service, peer::require_secret(secret)))
+        .add_service(InterceptedService::new(service, guard))
         .serve_with_incoming_shutdown(incoming(listener), stop.cancelled())
         .await?;
     Ok(())

@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status};
 use crate::node::Node;
 use crate::pb::peer::raft_peer_server::RaftPeer;
 use crate::pb::peer::{Blob, NodeInfoReply, NodeInfoRequest};
+use crate::raft::identity::{ClusterIdentity, CLUSTER_METADATA};
 use crate::raft::network::{from_blob, to_blob, SECRET_METADATA};
 use crate::raft::{Snapshot, SnapshotMeta, Vote};
 
@@ -32,18 +33,36 @@ fn stopped(e: impl std::fmt::Display) -> Status {
     Status::unavailable(format!("raft is not running: {e}"))
 }
 
-/// Builds the interceptor that demands the cluster secret on every peer call.
-pub fn require_secret(secret: Option<String>) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
+/// Builds the interceptor that demands the cluster secret, and refuses callers from another
+/// cluster, on every peer call.
+pub fn guard(
+    secret: Option<String>,
+    identity: Arc<ClusterIdentity>,
+) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
     move |request: Request<()>| {
         let given = request.metadata().get(SECRET_METADATA).map(|v| v.as_bytes());
         super::auth::check_secret(secret.as_deref(), given)?;
+        identity.check(cluster_of(&request)).map_err(Status::failed_precondition)?;
         Ok(request)
+    }
+}
+
+fn cluster_of<T>(request: &Request<T>) -> Option<&str> {
+    request.metadata().get(CLUSTER_METADATA).and_then(|v| v.to_str().ok())
+}
+
+impl PeerService {
+    /// A node without a cluster id takes the one a leader's append or snapshot carries.
+    async fn learn_cluster<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let given = cluster_of(request);
+        self.node.identity.adopt(given).await.map_err(|e| Status::internal(format!("cannot store the cluster id: {e}")))
     }
 }
 
 #[tonic::async_trait]
 impl RaftPeer for PeerService {
     async fn append_entries(&self, request: Request<Blob>) -> Result<Response<Blob>, Status> {
+        self.learn_cluster(&request).await?;
         let reply = self.node.raft.append_entries(decode(request)?).await.map_err(stopped)?;
         if !matches!(reply, openraft::raft::AppendEntriesResponse::HigherVote(_)) {
             self.node.touch_leader_contact();
@@ -64,6 +83,7 @@ impl RaftPeer for PeerService {
     }
 
     async fn full_snapshot(&self, request: Request<Blob>) -> Result<Response<Blob>, Status> {
+        self.learn_cluster(&request).await?;
         let (vote, meta, data): (Vote, SnapshotMeta, Vec<u8>) = decode(request)?;
         let snapshot = Snapshot { meta, snapshot: data };
         encode(&self.node.raft.install_full_snapshot(vote, snapshot).await.map_err(stopped)?)
@@ -111,6 +131,7 @@ impl RaftPeer for PeerService {
                     last_error: j.last_error.unwrap_or_default(),
                 })
                 .collect(),
+            cluster_id: self.node.identity.get().map(|id| id.to_string()).unwrap_or_default(),
         }))
     }
 }

@@ -3,6 +3,7 @@
 //! version move stays here.
 
 pub mod disk;
+pub mod identity;
 pub mod log_store;
 pub mod network;
 pub mod replica;

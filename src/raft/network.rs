@@ -21,6 +21,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
+use super::identity::{ClusterIdentity, CLUSTER_METADATA, MISMATCH};
 use super::{NodeId, PeerNode, Snapshot, TypeConfig, Vote};
 use crate::config::TlsPem;
 use crate::pb::peer::raft_peer_client::RaftPeerClient;
@@ -86,6 +87,8 @@ pub struct PeerClients {
     me: NodeId,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     secret: Option<Arc<str>>,
+    /// Stamped on every request, so a peer from another cluster refuses it.
+    identity: Arc<ClusterIdentity>,
     /// Mutual TLS to every peer when configured: this node's certificate, and `--tls-ca` to check
     /// theirs. Forwarded client requests travel the same channels, so they are covered too.
     tls: Option<ClientTlsConfig>,
@@ -96,7 +99,13 @@ pub struct PeerClients {
 }
 
 impl PeerClients {
-    pub fn new(me: NodeId, secret: Option<String>, tls: Option<&TlsPem>, faults: Faults) -> Self {
+    pub fn new(
+        me: NodeId,
+        secret: Option<String>,
+        tls: Option<&TlsPem>,
+        identity: Arc<ClusterIdentity>,
+        faults: Faults,
+    ) -> Self {
         let tls = tls.map(|pem| {
             ClientTlsConfig::new()
                 .ca_certificate(Certificate::from_pem(&pem.ca))
@@ -106,6 +115,7 @@ impl PeerClients {
             me,
             channels: Arc::default(),
             secret: secret.map(Arc::from),
+            identity,
             tls,
             refused_by: Arc::default(),
             faults,
@@ -159,6 +169,9 @@ impl PeerClients {
                 request.metadata_mut().insert(SECRET_METADATA, v);
             }
         }
+        if let Some(Ok(id)) = self.identity.get().map(|id| id.parse()) {
+            request.metadata_mut().insert(CLUSTER_METADATA, id);
+        }
         request
     }
 
@@ -190,19 +203,24 @@ impl PeerClients {
 }
 
 impl PeerClients {
-    /// Logs when a peer starts or stops refusing this node's cluster secret. Such a node can never
-    /// join: the warning is what tells its operator why.
+    /// Logs when a peer starts or stops refusing this node's cluster secret or cluster id. Such a
+    /// node can never join: the warning is what tells its operator why.
     fn note_refusal<T, E>(&self, addr: &str, reply: &Result<Result<T, tonic::Status>, E>) {
         let refusal = match reply {
-            Ok(Err(status)) if status.code() == tonic::Code::Unauthenticated => Some(status.message()),
+            Ok(Err(status)) if is_refusal(status) => Some(status),
             Ok(Ok(_)) => None,
             // A timeout or another error says nothing about the credentials.
             _ => return,
         };
         let mut refused_by = self.refused_by.lock().unwrap_or_else(|p| p.into_inner());
         match refusal {
-            Some(message) if refused_by.insert(addr.to_string()) => {
-                tracing::warn!(peer = addr, "peer refused this node with UNAUTHENTICATED: {message}")
+            Some(status) if refused_by.insert(addr.to_string()) => {
+                let code = if status.code() == tonic::Code::Unauthenticated {
+                    "UNAUTHENTICATED"
+                } else {
+                    "FAILED_PRECONDITION"
+                };
+                tracing::warn!(peer = addr, "peer refused this node with {code}: {}", status.message())
             }
             None if refused_by.remove(addr) => {
                 tracing::info!(peer = addr, "peer accepts this node's credentials again")
@@ -210,6 +228,12 @@ impl PeerClients {
             _ => {}
         }
     }
+}
+
+/// Whether a peer refused this node for who it is (secret or cluster), not for what it asked.
+fn is_refusal(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Unauthenticated
+        || (status.code() == tonic::Code::FailedPrecondition && status.message().starts_with(MISMATCH))
 }
 
 /// tonic reports a refused or failed connection as UNAVAILABLE from the transport, before anything

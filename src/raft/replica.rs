@@ -34,7 +34,7 @@ fn key(prefix: &[u8], name: &str) -> Vec<u8> {
 
 /// A number that differs between starts (and between data directories) with overwhelming
 /// likelihood; std's hasher is seeded randomly per process.
-fn random_u64() -> u64 {
+pub(super) fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
@@ -71,7 +71,11 @@ impl EventualReplica {
             }
         };
         if me.node != node {
-            return Err(io_err(format!("this data directory belongs to node {}, not node {node}", me.node)));
+            return Err(io_err(format!(
+                "it was written by node {0}, not node {node}: start node {0} on it, or give node {node} an \
+                 empty directory",
+                me.node
+            )));
         }
         let mut crdt = Replica::default();
         for kv in tree.scan_prefix(COUNTER_PREFIX) {
