@@ -542,9 +542,10 @@ mod tests {
         assert_eq!(members[&1].peer_addr.default_listen(), "0.0.0.0:50061".parse().unwrap());
         assert_eq!(members[&3].client_addr.default_listen(), "[::1]:50053".parse().unwrap());
         let long_label = format!("1={}:1/a:2", "a".repeat(64));
-        for bad in ["1=node:0/node:1", "1=no_underscores:1/a:2", "1=-lead:1/a:2", "1=a..b:1/a:2", "1=:1/a:2", "1=a:1:2/a:3"]
-            .into_iter()
-            .chain([long_label.as_str()])
+        for bad in
+            ["1=node:0/node:1", "1=no_underscores:1/a:2", "1=-lead:1/a:2", "1=a..b:1/a:2", "1=:1/a:2", "1=a:1:2/a:3"]
+                .into_iter()
+                .chain([long_label.as_str()])
         {
             let err = parse_peers(bad).expect_err(bad).to_string();
             assert!(err.contains("--peers") && err.contains("node 1"), "{bad:?}: {err}");

@@ -97,7 +97,8 @@ fn the_statefulset_runs_three_nodes_that_find_each_other_by_dns() {
     let labels = &spec["template"]["metadata"]["labels"];
     assert_eq!(&spec["selector"]["matchLabels"], labels);
     for (kind, obj) in docs.iter().filter(|((kind, _), _)| kind != "StatefulSet") {
-        let selector = if kind.0 == "Service" { &obj["spec"]["selector"] } else { &obj["spec"]["selector"]["matchLabels"] };
+        let selector =
+            if kind.0 == "Service" { &obj["spec"]["selector"] } else { &obj["spec"]["selector"]["matchLabels"] };
         assert_eq!(selector, labels, "{kind:?} selects other pods than the StatefulSet's");
     }
 
@@ -184,7 +185,10 @@ fn compose_names_every_node_on_the_peer_network_and_requires_the_secret() {
         assert_eq!(text(field(def, "image"), "image"), "${RAFTLOT_IMAGE:-raftlot:local}", "{service}: image");
         let id: u64 = text(field(env, "RAFTLOT_ID"), "RAFTLOT_ID").parse().expect("a numeric id");
         let secret = text(field(env, "RAFTLOT_CLUSTER_SECRET"), "RAFTLOT_CLUSTER_SECRET");
-        assert!(secret.starts_with("${RAFTLOT_CLUSTER_SECRET:?"), "{service}: the secret must be required from the environment");
+        assert!(
+            secret.starts_with("${RAFTLOT_CLUSTER_SECRET:?"),
+            "{service}: the secret must be required from the environment"
+        );
         let peers = parse_peers(text(field(env, "RAFTLOT_PEERS"), "RAFTLOT_PEERS")).expect("RAFTLOT_PEERS parses");
         assert_eq!(peers.len(), services.len(), "{service}: the peers list and the services differ");
         let alias = list(&def["networks"]["peers"]["aliases"], "aliases")[0].as_str().expect("an alias").to_string();

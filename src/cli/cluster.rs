@@ -56,7 +56,8 @@ pub async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
         let port =
             |base: u16| base.checked_add(offset).with_context(|| format!("port {base} + {offset} is out of range"));
         let addr = |base: u16| -> anyhow::Result<HostPort> {
-            HostPort::parse(&format!("{}:{}", args.host, port(base)?)).map_err(|why| anyhow::anyhow!("invalid --host: {why}"))
+            HostPort::parse(&format!("{}:{}", args.host, port(base)?))
+                .map_err(|why| anyhow::anyhow!("invalid --host: {why}"))
         };
         members.insert(id, Member { client_addr: addr(args.client_port)?, peer_addr: addr(args.peer_port)? });
     }

@@ -27,7 +27,12 @@ fn docker(args: &[&str]) -> Result<String, String> {
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     } else {
-        Err(format!("docker {} failed ({}): {}", args.join(" "), out.status, String::from_utf8_lossy(&out.stderr).trim()))
+        Err(format!(
+            "docker {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 
@@ -64,7 +69,8 @@ impl DockerCluster {
             networks: Vec::new(),
         };
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/image.sh");
-        let built = Command::new(script).args([env!("CARGO_BIN_EXE_raftlot"), &cluster.image]).output().expect("run image.sh");
+        let built =
+            Command::new(script).args([env!("CARGO_BIN_EXE_raftlot"), &cluster.image]).output().expect("run image.sh");
         assert!(built.status.success(), "deploy/image.sh failed: {}", String::from_utf8_lossy(&built.stderr));
         for (net, internal) in [("peers", true), ("clients", false)] {
             let name = format!("{}-{net}", cluster.run);
@@ -76,10 +82,8 @@ impl DockerCluster {
             docker(&args).expect("create network");
             cluster.networks.push(name);
         }
-        let peers = (1..=n)
-            .map(|id| format!("{id}={a}:50051/{a}:50061", a = cluster.alias(id)))
-            .collect::<Vec<_>>()
-            .join(",");
+        let peers =
+            (1..=n).map(|id| format!("{id}={a}:50051/{a}:50061", a = cluster.alias(id))).collect::<Vec<_>>().join(",");
         for id in 1..=n {
             let port = free_port();
             let name = cluster.name(id);

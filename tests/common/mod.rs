@@ -67,7 +67,8 @@ where
     eventually("a leader among the running nodes", WAIT, || async {
         for id in running {
             let Some(s) = status(*id).await else { continue };
-            if s.leader_id != 0 && running.contains(&s.leader_id) && status(s.leader_id).await?.leader_id == s.leader_id {
+            let named = s.leader_id != 0 && running.contains(&s.leader_id);
+            if named && status(s.leader_id).await?.leader_id == s.leader_id {
                 return Some(s.leader_id);
             }
         }
