@@ -116,7 +116,8 @@ pub struct ServeArgs {
     /// HTTP listen address for /ping, /config, /counter/{name} routes and the like; off when unset.
     #[arg(long, env = "RAFTLOT_HTTP_LISTEN")]
     pub http_listen: Option<SocketAddr>,
-    /// How often eventual writes are gossiped to each peer, e.g. 50ms or 1s.
+    /// The longest between gossip rounds to a peer, e.g. 50ms or 1s; new eventual writes are sent
+    /// at once, and the rounds carry acks, retries and full syncs.
     #[arg(long, env = "RAFTLOT_GOSSIP_INTERVAL", default_value = "50ms")]
     pub gossip_interval: String,
     /// How often the leader's singleton jobs (overstay and cache-expiry sweepers) look for work.

@@ -655,23 +655,36 @@ impl Node {
         self.replica.receive(message)
     }
 
-    /// Sends `peer` what it lacks of this node's eventual writes, if anything.
-    async fn gossip_to(&self, peer: NodeId, addr: &str) {
-        let Some(message) = self.replica.outgoing(peer) else { return };
+    /// Sends `peer` what it lacks of this node's eventual writes, if anything. False when the peer
+    /// could not be reached or answered nonsense.
+    async fn gossip_to(&self, peer: NodeId, addr: &str) -> bool {
+        let Some(message) = self.replica.outgoing(peer) else { return true };
         let upto = message.upto;
         // A whole state may be large; a delta group is small and late ones are simply resent.
         let timeout = Duration::from_millis(if message.full { 5_000 } else { 1_000 });
         let blob = match to_blob(&message) {
             Ok(b) => b,
-            Err(e) => return tracing::warn!(peer, "cannot encode gossip: {e}"),
+            Err(e) => {
+                tracing::warn!(peer, "cannot encode gossip: {e}");
+                return false;
+            }
         };
         let req = self.peers.request(blob, timeout);
         match self.peers.call(peer, addr, timeout, |mut c| async move { c.gossip(req).await }).await {
             Ok(reply) => match from_blob::<GossipAck>(&reply) {
-                Ok(ack) => self.replica.acked(peer, upto, ack),
-                Err(e) => tracing::warn!(peer, "bad gossip ack: {e}"),
+                Ok(ack) => {
+                    self.replica.acked(peer, upto, ack);
+                    true
+                }
+                Err(e) => {
+                    tracing::warn!(peer, "bad gossip ack: {e}");
+                    false
+                }
             },
-            Err(e) => tracing::debug!(peer, "gossip not delivered: {e}"),
+            Err(e) => {
+                tracing::debug!(peer, "gossip not delivered: {e}");
+                false
+            }
         }
     }
 
@@ -739,8 +752,9 @@ impl Node {
     }
 }
 
-/// Runs anti-entropy: one task per peer, each sending what that peer lacks every `interval`, so a
-/// slow or unreachable peer never delays the others.
+/// Runs anti-entropy: one task per peer, each sending what that peer lacks as soon as this node
+/// buffers a delta and at least every `interval` (for acks, retries and full syncs), so a slow or
+/// unreachable peer never delays the others.
 async fn gossip(node: Arc<Node>, interval: Duration, stop: CancellationToken) {
     let mut running: BTreeMap<NodeId, tokio::task::JoinHandle<()>> = BTreeMap::new();
     loop {
@@ -762,11 +776,18 @@ async fn gossip(node: Arc<Node>, interval: Duration, stop: CancellationToken) {
                 tokio::spawn(async move {
                     let mut tick = tokio::time::interval(interval);
                     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    // Deltas buffered while a send is in flight wake the loop right after it, so
+                    // a burst of writes goes out as one message. A peer that just failed is tried
+                    // again on the tick only, not on every write.
+                    let mut buffered = node.replica.subscribe();
+                    let mut reachable = true;
                     loop {
                         tokio::select! {
                             _ = stop.cancelled() => return,
-                            _ = tick.tick() => node.gossip_to(id, &addr).await,
+                            _ = tick.tick() => {}
+                            Ok(()) = buffered.changed(), if reachable => {}
                         }
+                        reachable = node.gossip_to(id, &addr).await;
                     }
                 }),
             );

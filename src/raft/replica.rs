@@ -55,6 +55,9 @@ pub struct EventualReplica {
     inner: Mutex<Inner>,
     disk: Disk,
     tree: sled::Tree,
+    /// Bumped whenever a delta is buffered, so each peer's gossip task wakes at once instead of
+    /// at its next tick: the interval bounds staleness only when nothing new happens.
+    buffered: tokio::sync::watch::Sender<u64>,
 }
 
 impl EventualReplica {
@@ -99,7 +102,15 @@ impl EventualReplica {
             dedup.restore(id, e);
         }
         let inner = Inner { crdt, dedup, gossip: DeltaBuffer::default() };
-        Ok(EventualReplica { node, me, session: random_u64(), inner: Mutex::new(inner), disk: disk.clone(), tree })
+        Ok(EventualReplica {
+            node,
+            me,
+            session: random_u64(),
+            inner: Mutex::new(inner),
+            disk: disk.clone(),
+            tree,
+            buffered: tokio::sync::watch::Sender::new(0),
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -146,6 +157,7 @@ impl EventualReplica {
             inner.gossip.push(None, delta);
             applied
         };
+        self.buffered.send_modify(|n| *n += 1);
         self.disk.flush().await.map_err(Error::internal)?;
         Ok(applied)
     }
@@ -201,7 +213,14 @@ impl EventualReplica {
         // A delta is forwarded as it came; of a full state only the entities it changed.
         let forward = if message.full { changed } else { message.state.clone() };
         inner.gossip.push(Some(message.from), forward);
+        drop(inner);
+        self.buffered.send_modify(|n| *n += 1);
         Ok(ack)
+    }
+
+    /// Changes whenever there is something new to gossip.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.buffered.subscribe()
     }
 
     pub fn lag(&self, peers: impl IntoIterator<Item = u64>) -> Vec<GossipLag> {
