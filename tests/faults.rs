@@ -355,9 +355,10 @@ async fn a_wiped_follower_rejoins_by_snapshot_under_its_own_id() {
     let caught_up = restarted.elapsed();
     let me = cluster.status(wiped).await.expect("status").nodes.into_iter().find(|n| n.id == wiped).expect("self");
     assert!(me.snapshot_index > wiped_last, "the wiped node holds a snapshot: {me:?}");
+    let inits = cluster.log_of(wiped).matches("initialising a new cluster").count();
     println!(
-        "node {wiped} stopped at log index {wiped_last}, leader purged up to {purged}; wiped and restarted, it \
-         installed a snapshot at {} and caught up in {caught_up:?}",
+        "node {wiped} stopped at log index {wiped_last}, leader purged up to {purged}; wiped and restarted (it \
+         initialised a cluster {inits} times in all), it installed a snapshot at {} and caught up in {caught_up:?}",
         me.snapshot_index
     );
 
