@@ -289,7 +289,7 @@ async fn partitions_of_a_minority_then_the_old_leader_keep_one_leader_per_term_a
 /// new cluster when its data is empty) is stopped; 3. adds through the others until the leader has
 /// compacted past node 1's last entry and both survivors hold the whole log; 4. node 1's data
 /// directory is deleted and it starts again, empty, under the same id: it can only catch up by
-/// snapshot, and does; 5. the other survivor is SIGKILLed and writes still commit, so node 1 is a
+/// snapshot, and does; 5. the survivor that does not lead is SIGKILLed and writes still commit, so node 1 is a
 /// voter holding the data again.
 ///
 /// openraft cannot tell a wiped voter from a new one: it comes back at term 0 with no log and no
@@ -362,9 +362,17 @@ async fn a_wiped_follower_rejoins_by_snapshot_under_its_own_id() {
         me.snapshot_index
     );
 
-    cluster.kill(other);
+    // Kill the survivor that does not lead now, so each commit needs the wiped node's vote and log.
+    let current = cluster.wait_for_leader().await;
+    let down = *cluster.ids().iter().find(|id| **id != wiped && **id != current).expect("a node to kill");
+    cluster.kill(down);
     for i in 160..170 {
-        assert!(matches!(add(wiped, i).await, Outcome::Value(_)), "add with node {other} down: node {wiped} must vote");
+        eventually(
+            &format!("add {i} with node {down} down: node {wiped} must hold the log and vote"),
+            WAIT,
+            || async { matches!(add(wiped, i).await, Outcome::Value(_)).then_some(()) },
+        )
+        .await;
     }
     let op = history.invoke("final", Call::Read { counter: COUNTER.into() });
     let value = cluster.get(wiped, COUNTER, C::Linearizable).await.expect("final read");
