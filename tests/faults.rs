@@ -16,7 +16,10 @@ use common::load::{
 };
 use common::local::LocalCluster;
 use common::{eventually, TestCluster, WAIT};
-use raftlot::pb::v1::{AddRequest, GetLotRequest, ListRequest, ReadConsistency as C};
+use raftlot::pb::v1::{
+    AddNodeRequest, AddRequest, GetLotRequest, ListRequest, ReadConsistency as C, RemoveNodeRequest,
+    TransferLeaderRequest,
+};
 
 /// Requests give up on a leader or quorum after a second, so an op on the wrong side of a fault
 /// resolves (as unknown) quickly instead of holding a writer for the default two seconds.
@@ -285,22 +288,21 @@ async fn partitions_of_a_minority_then_the_old_leader_keep_one_leader_per_term_a
     Arc::into_inner(cluster).expect("tasks finished").stop().await;
 }
 
-/// 1. three processes that snapshot every 20 entries; 2. node 1 (the lowest id, which initialises a
-/// new cluster when its data is empty) is stopped; 3. adds through the others until the leader has
-/// compacted past node 1's last entry and both survivors hold the whole log; 4. node 1's data
-/// directory is deleted and it starts again, empty, under the same id: it can only catch up by
-/// snapshot, and does; 5. the survivor that does not lead is SIGKILLed and writes still commit, so node 1 is a
-/// voter holding the data again.
+/// 1. three processes that snapshot every 20 entries; 2. node 3, a follower the leader tracks, is
+/// stopped and removed from the membership; 3. adds through the others until the leader has
+/// compacted past node 3's last entry; 4. node 3's data directory is deleted, it starts again empty
+/// under the same id and is added back: it joins as a learner, can only catch up by snapshot, does,
+/// and is promoted to voter; 5. the survivor that does not lead is SIGKILLed and writes still
+/// commit, so node 3 is a voter holding the data again.
 ///
-/// openraft cannot tell a wiped voter from a new one: it comes back at term 0 with no log and no
-/// vote, and grants its vote to any candidate whose log is at least as long as its empty one. That
-/// vote is only dangerous if it helps elect a candidate missing a committed entry, which needs that
-/// entry to have been on a majority that counted the wiped node's old copy. Step 3 rules that out:
-/// both survivors hold every entry before the wipe, so any candidate the wiped node can help elect
-/// (it cannot win itself with an empty log) has them all. Node 1's re-initialisation is harmless
-/// for the same reason: its lone membership entry at index 0 carries term 0, loses every election
-/// against the survivors' logs, and is replaced by the leader's snapshot. In production, replace a
-/// member whose disk was lost only after the rest hold the whole log, as here.
+/// openraft cannot tell a wiped voter from a new one: it would come back at term 0 with no log and no
+/// vote, and grant its vote to any candidate whose log is at least as long as its empty one, which
+/// can elect a candidate missing an entry that was committed on a majority counting the wiped
+/// node's lost copy. A leader that still tracks the wiped node's progress also sees its log go
+/// backwards, and openraft's log-reversion check stops that leader's Raft core (README, "foreign
+/// data"). Removing the member first avoids both: its old copy stops counting toward any quorum the
+/// moment the removal commits, and it comes back as a learner, which has no vote until it has caught
+/// up and is promoted. This is etcd's member replace: remove, wipe, add, start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wiped_follower_rejoins_by_snapshot_under_its_own_id() {
     let mut cluster = TestCluster::start_with(3, &["--snapshot-logs", "20", "--request-timeout-ms", "1000"]).await;
@@ -323,15 +325,20 @@ async fn a_wiped_follower_rejoins_by_snapshot_under_its_own_id() {
             outcome
         }
     };
-    let wiped = 1;
+    let wiped = 3;
     for i in 0..10 {
-        assert!(matches!(add(2, i).await, Outcome::Value(_)), "add before the wipe");
+        assert!(matches!(add(1, i).await, Outcome::Value(_)), "add before the wipe");
     }
+    if cluster.wait_for_leader().await == wiped {
+        let to = TransferLeaderRequest { to: 1 };
+        cluster.cluster(1).transfer_leader(to).await.expect("move leadership off the node to wipe");
+    }
+    let leader = cluster.wait_for_leader().await;
     let status = cluster.status(wiped).await.expect("status");
     let wiped_last = status.nodes.iter().find(|n| n.id == wiped).expect("self in status").last_log_index;
     cluster.stop(wiped).await;
-    let leader = cluster.wait_for_leader().await;
-    let other = cluster.followers(leader).into_iter().find(|id| *id != wiped).expect("the other survivor");
+    cluster.cluster(leader).remove_node(RemoveNodeRequest { id: wiped }).await.expect("remove the node to wipe");
+    let other = *cluster.ids().iter().find(|id| **id != wiped && **id != leader).expect("the other survivor");
     for i in 10..160 {
         let via = [leader, other][i % 2];
         assert!(matches!(add(via, i).await, Outcome::Value(_)), "add while node {wiped} is down");
@@ -342,12 +349,13 @@ async fn a_wiped_follower_rejoins_by_snapshot_under_its_own_id() {
         (me.purged_index > wiped_last).then_some(me.purged_index)
     })
     .await;
-    let applied = cluster.applied_index(leader).await.expect("leader's applied index");
-    cluster.wait_for_applied(applied).await;
 
     std::fs::remove_dir_all(cluster.data_dir(wiped)).expect("wipe the data directory");
     let restarted = Instant::now();
     cluster.restart(wiped);
+    let (client_addr, peer_addr) = (cluster.client_addr(wiped).to_string(), cluster.peer_addr(wiped).to_string());
+    let request = AddNodeRequest { id: wiped, client_addr, peer_addr };
+    cluster.cluster(leader).add_node(request).await.expect("add the wiped node back");
     eventually(&format!("the wiped node {wiped} to catch up"), WAIT, || async {
         (cluster.get(wiped, COUNTER, C::Local).await.ok()? == 160).then_some(())
     })
@@ -355,10 +363,9 @@ async fn a_wiped_follower_rejoins_by_snapshot_under_its_own_id() {
     let caught_up = restarted.elapsed();
     let me = cluster.status(wiped).await.expect("status").nodes.into_iter().find(|n| n.id == wiped).expect("self");
     assert!(me.snapshot_index > wiped_last, "the wiped node holds a snapshot: {me:?}");
-    let inits = cluster.log_of(wiped).matches("initialising a new cluster").count();
     println!(
-        "node {wiped} stopped at log index {wiped_last}, leader purged up to {purged}; wiped and restarted (it \
-         initialised a cluster {inits} times in all), it installed a snapshot at {} and caught up in {caught_up:?}",
+        "node {wiped} stopped at log index {wiped_last} and was removed; the leader purged up to {purged}; wiped, \
+         restarted and added back, it installed a snapshot at {} and caught up in {caught_up:?}",
         me.snapshot_index
     );
 
@@ -382,7 +389,7 @@ async fn a_wiped_follower_rejoins_by_snapshot_under_its_own_id() {
         converged: Some(caught_up),
         ..verdict.row(
             "member replace",
-            "a follower's data directory deleted while down, restarted under the same id after compaction",
+            "a follower removed, its data directory deleted, restarted under the same id and added back after compaction",
         )
     };
     println!("{row}");
