@@ -825,18 +825,26 @@ async fn ensure_lots(node: Arc<Node>, lots: Vec<(LotName, LotSpec)>, stop: Cance
 /// guard keeps refusing foreign calls from then on. Only the members `--peers` names are asked, not
 /// the Raft membership: data from another cluster carries that cluster's membership, whose nodes
 /// would vouch for it.
+/// Asks every one of `members` for its `NodeInfo` (which carries its cluster id), at once.
+async fn ask_members(
+    peers: &PeerClients,
+    members: &BTreeMap<NodeId, String>,
+) -> Vec<(NodeId, std::result::Result<crate::pb::peer::NodeInfoReply, CallError>)> {
+    futures::future::join_all(members.iter().map(|(id, addr)| async move {
+        let timeout = Duration::from_millis(500);
+        let req = peers.request(crate::pb::peer::NodeInfoRequest {}, timeout);
+        (*id, peers.call(*id, addr, timeout, |mut c| async move { c.node_info(req).await }).await)
+    }))
+    .await
+}
+
 async fn refuse_foreign_data(node: &Node, members: Vec<(NodeId, String)>) -> anyhow::Error {
     let Some(mine) = node.identity.get() else { return std::future::pending().await };
     let mut asked: BTreeMap<NodeId, String> = members.into_iter().collect();
     asked.remove(&node.id);
     let give_up = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let answers = futures::future::join_all(asked.iter().map(|(id, addr)| async move {
-            let timeout = Duration::from_millis(500);
-            let req = node.peers.request(crate::pb::peer::NodeInfoRequest {}, timeout);
-            (*id, node.peers.call(*id, addr, timeout, |mut c| async move { c.node_info(req).await }).await)
-        }))
-        .await;
+        let answers = ask_members(&node.peers, &asked).await;
         let (mut agree, mut foreign, mut silent) = (0usize, Vec::new(), 0usize);
         for (id, answer) in answers {
             match answer {
@@ -989,8 +997,28 @@ pub async fn run(
                 (*id, PeerNode { client_addr: m.client_addr.to_string(), peer_addr: m.peer_addr.to_string() })
             })
             .collect();
-        let cluster_id = identity.create().await?;
-        tracing::info!(?members, %cluster_id, "initialising a new cluster");
+        // A lowest-id node whose directory was lost initialises again (harmlessly: its lone entry
+        // loses to the members' logs). It must not draw a new cluster id then, or the members would
+        // refuse it: when they already have one, it learns theirs from the leader's first append.
+        let others: BTreeMap<NodeId, String> = config
+            .members
+            .iter()
+            .filter(|(id, _)| **id != config.id)
+            .map(|(id, m)| (*id, m.peer_addr.to_string()))
+            .collect();
+        let existing = ask_members(&peers, &others).await.into_iter().find_map(|(_, a)| a.ok()).map(|i| i.cluster_id);
+        match existing.filter(|id| !id.is_empty()) {
+            Some(cluster_id) => tracing::warn!(
+                ?members,
+                %cluster_id,
+                "this node's directory is empty but the members already form a cluster: initialising anyway, \
+                 and taking the cluster's id from its leader"
+            ),
+            None => {
+                let cluster_id = identity.create().await?;
+                tracing::info!(?members, %cluster_id, "initialising a new cluster");
+            }
+        }
         raft.initialize(members).await.context("cannot initialise the cluster")?;
     }
 
