@@ -949,6 +949,9 @@ fn openraft_config(config: &Config) -> anyhow::Result<openraft::Config> {
         max_in_snapshot_log_to_keep: config.snapshot_logs.min(1_000),
         // A whole snapshot travels in one message; openraft's 200 ms default suits only tiny ones.
         install_snapshot_timeout: 10_000,
+        // The log store returns from append before its flush (see log_store.rs), so followers get
+        // new entries while the leader's flush runs.
+        broadcast_submitted_on_append: Some(true),
         ..Default::default()
     };
     Ok(raft_config.validate()?)

@@ -4,6 +4,12 @@
 //! entry; tree `raft_meta` holds typed metadata keys. Invariant: every entry and vote that openraft
 //! is told is stored has been flushed first, because a node that forgets a vote can vote twice in a
 //! term, and a node that forgets an acknowledged entry can undo a commit.
+//!
+//! `append` returns as soon as the entries are written (readable, not yet durable) and hands its
+//! callback to one flusher task, which flushes and then reports, in the order the log was written.
+//! That lets openraft send new entries to the followers while the leader's own flush runs
+//! (`broadcast_submitted_on_append`), so a commit costs one flush's time instead of two in a row.
+//! A vote or a truncation waits for the same queue, so nothing is reported out of order.
 
 use std::fmt::Debug;
 use std::io;
@@ -13,6 +19,7 @@ use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
 
 use super::disk::Disk;
 use super::{Entry, LogId, TypeConfig, Vote};
@@ -47,18 +54,54 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
     bincode::deserialize(bytes).map_err(io_err)
 }
 
+/// What the flusher makes durable, in the order the log was written.
+enum Durable {
+    /// Appended entries: openraft learns they are stored through the callback.
+    Appended(IOFlushed<TypeConfig>),
+    /// A vote or a truncation, whose caller waits.
+    Waited(oneshot::Sender<io::Result<()>>),
+}
+
+/// Flushes for everything queued so far, then reports each item in queue order. Items that arrive
+/// during a flush share the next one.
+async fn flusher(disk: Disk, mut queue: mpsc::UnboundedReceiver<Durable>) {
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while let Ok(next) = queue.try_recv() {
+            batch.push(next);
+        }
+        let flushed = disk.flush().await;
+        for item in batch {
+            let result = flushed.as_ref().map(|_| ()).map_err(|e| io::Error::new(e.kind(), e.to_string()));
+            match item {
+                Durable::Appended(callback) => callback.io_completed(result),
+                // A caller that stopped waiting has nothing left to learn.
+                Durable::Waited(caller) => drop(caller.send(result)),
+            }
+        }
+    }
+}
+
+fn flusher_gone() -> io::Error {
+    io_err("the log flusher stopped")
+}
+
 /// Cheap to clone: sled trees are reference-counted handles, so the reader openraft asks for is the
 /// same store.
 #[derive(Clone)]
 pub struct LogStore {
-    disk: Disk,
     log: sled::Tree,
     meta: sled::Tree,
+    durable: mpsc::UnboundedSender<Durable>,
 }
 
 impl LogStore {
+    /// Opens the trees and starts the flusher task (so it must be called inside a tokio runtime);
+    /// the task ends when the last clone of the store is dropped.
     pub fn open(disk: &Disk) -> io::Result<Self> {
-        Ok(LogStore { disk: disk.clone(), log: disk.open_tree("log")?, meta: disk.open_tree("raft_meta")? })
+        let (durable, queue) = mpsc::unbounded_channel();
+        tokio::spawn(flusher(disk.clone(), queue));
+        Ok(LogStore { log: disk.open_tree("log")?, meta: disk.open_tree("raft_meta")?, durable })
     }
 
     fn get_meta<T: DeserializeOwned>(&self, key: MetaKey) -> io::Result<Option<T>> {
@@ -73,8 +116,11 @@ impl LogStore {
         Ok(())
     }
 
+    /// Makes everything written so far durable, in turn with the appends queued before it.
     async fn flush(&self) -> io::Result<()> {
-        self.disk.flush().await
+        let (done, wait) = oneshot::channel();
+        self.durable.send(Durable::Waited(done)).map_err(|_| flusher_gone())?;
+        wait.await.map_err(|_| flusher_gone())?
     }
 }
 
@@ -147,11 +193,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             self.log.insert(index_key(entry.log_id.index), encode(&entry)?).map_err(io_err)?;
         }
         // Protects the appended entries: the leader counts this node towards a quorum as soon as the
-        // callback fires, so they must survive a crash from then on.
-        let flushed = self.flush().await;
-        let result = flushed.as_ref().map(|_| ()).map_err(|e| io::Error::new(e.kind(), e.to_string()));
-        callback.io_completed(result);
-        flushed
+        // callback fires, so the flusher fires it only once they survive a crash.
+        if let Err(mpsc::error::SendError(Durable::Appended(callback))) =
+            self.durable.send(Durable::Appended(callback))
+        {
+            callback.io_completed(Err(flusher_gone()));
+            return Err(flusher_gone());
+        }
+        Ok(())
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> io::Result<()> {
