@@ -952,6 +952,12 @@ fn openraft_config(config: &Config) -> anyhow::Result<openraft::Config> {
         // The log store returns from append before its flush (see log_store.rs), so followers get
         // new entries while the leader's flush runs.
         broadcast_submitted_on_append: Some(true),
+        // A member whose disk was lost comes back with an empty log while the leader still tracks
+        // what it had. openraft's default treats that as a bug and stops the leader's Raft core,
+        // turning one lost disk into a cluster outage; allowed, the leader starts that member's
+        // replication over (by snapshot if need be). The forgotten vote is the same risk either way,
+        // which is why the README still says to remove such a member before it returns.
+        allow_log_reversion: Some(true),
         ..Default::default()
     };
     Ok(raft_config.validate()?)

@@ -242,3 +242,41 @@ async fn a_follower_behind_the_compaction_point_catches_up_by_snapshot() {
     assert!(me.applied_index >= last.log_index);
     assert!(me.snapshot_index > lagging_last, "the follower holds a snapshot beyond where it stopped");
 }
+
+/// 1. three nodes; 20 adds, so the leader tracks every follower's progress; 2. SIGKILL a follower,
+/// delete its data directory and start it again, empty, still a member; 3. the leader keeps
+/// committing (openraft would otherwise stop its Raft core on seeing a tracked log go backwards) and
+/// replicates everything to the returned node again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tracked_follower_that_lost_its_disk_does_not_stop_the_leader() {
+    let mut cluster = TestCluster::start(3).await;
+    let leader = cluster.wait_for_leader().await;
+    let lost = *cluster.followers(leader).iter().max().expect("a follower");
+    // The leader's stub, taken once: the closure must not borrow the cluster the fault verbs mutate.
+    let stub = cluster.counters(leader);
+    let add = || {
+        let mut counters = stub.clone();
+        async move {
+            let request = AddRequest { name: "disk".into(), delta: 1, mode: 0, request_id: String::new() };
+            counters.add(request).await.map(|r| r.into_inner().value)
+        }
+    };
+    for _ in 0..20 {
+        add().await.expect("add before the disk is lost");
+    }
+    let applied = cluster.applied_index(leader).await.expect("leader's applied index");
+    cluster.wait_for_applied(applied).await;
+
+    cluster.kill(lost);
+    std::fs::remove_dir_all(cluster.data_dir(lost)).expect("lose the disk");
+    cluster.restart(lost);
+    for _ in 0..20 {
+        add().await.expect("the leader keeps committing after a member came back empty");
+    }
+    eventually(&format!("node {lost} to hold every add again"), WAIT, || async {
+        (cluster.get(lost, "disk", ReadConsistency::Local).await.ok()? == 40).then_some(())
+    })
+    .await;
+    assert_eq!(cluster.get(leader, "disk", ReadConsistency::Linearizable).await.expect("read"), 40);
+    assert_eq!(cluster.wait_for_leader().await, leader, "leadership never moved");
+}

@@ -298,11 +298,9 @@ async fn partitions_of_a_minority_then_the_old_leader_keep_one_leader_per_term_a
 /// openraft cannot tell a wiped voter from a new one: it would come back at term 0 with no log and no
 /// vote, and grant its vote to any candidate whose log is at least as long as its empty one, which
 /// can elect a candidate missing an entry that was committed on a majority counting the wiped
-/// node's lost copy. A leader that still tracks the wiped node's progress also sees its log go
-/// backwards, and openraft's log-reversion check stops that leader's Raft core (README, "foreign
-/// data"). Removing the member first avoids both: its old copy stops counting toward any quorum the
-/// moment the removal commits, and it comes back as a learner, which has no vote until it has caught
-/// up and is promoted. This is etcd's member replace: remove, wipe, add, start.
+/// node's lost copy. Removing the member first avoids that: its old copy stops counting toward any
+/// quorum the moment the removal commits, and it comes back as a learner, which has no vote until it
+/// has caught up and is promoted. This is etcd's member replace: remove, wipe, add, start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wiped_follower_rejoins_by_snapshot_under_its_own_id() {
     let mut cluster = TestCluster::start_with(3, &["--snapshot-logs", "20", "--request-timeout-ms", "1000"]).await;
