@@ -26,7 +26,7 @@ ETCD_DATA="$work/etcd" benches/etcd-cluster.sh >/dev/null
 for _ in $(seq 1 200); do grep -q "nodes up" "$work/cluster.out" && break; sleep 0.1; done
 grep -q "nodes up" "$work/cluster.out" || { cat "$work/cluster.out" >&2; exit 1; }
 
-"$bin" bench --workload add --clients 64 --ops "$ops" \
+"$bin" bench --workload add --consistency linearizable --clients 64 --ops "$ops" \
     --etcd 127.0.0.1:23791,127.0.0.1:23792,127.0.0.1:23793 --json "$work/bench.json" >&2
 
 rss_mib() { awk '/VmRSS/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
