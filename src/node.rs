@@ -753,7 +753,7 @@ impl Node {
 }
 
 /// The least time between two gossip sends to one peer that a write triggers.
-const GOSSIP_SPACING: Duration = Duration::from_millis(5);
+const GOSSIP_SPACING: Duration = Duration::from_millis(2);
 
 /// Runs anti-entropy: one task per peer, each sending what that peer lacks as soon as this node
 /// buffers a delta and at least every `interval` (for acks, retries and full syncs), so a slow or
