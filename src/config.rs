@@ -129,7 +129,7 @@ pub struct ServeArgs {
     /// Shared secret that peer RPCs must carry (like the Erlang cookie).
     #[arg(long, env = "RAFTLOT_CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
-    /// Raft heartbeat interval in milliseconds; elections time out after 3-6 heartbeats.
+    /// Raft heartbeat interval in milliseconds; elections time out after 2-4 heartbeats.
     #[arg(long, env = "RAFTLOT_HEARTBEAT_MS", default_value_t = 50)]
     pub heartbeat_ms: u64,
     /// Take a snapshot (and compact the log) after this many applied entries.

@@ -278,5 +278,4 @@ async fn a_tracked_follower_that_lost_its_disk_does_not_stop_the_leader() {
     })
     .await;
     assert_eq!(cluster.get(leader, "disk", ReadConsistency::Linearizable).await.expect("read"), 40);
-    assert_eq!(cluster.wait_for_leader().await, leader, "leadership never moved");
 }
