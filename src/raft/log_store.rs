@@ -194,8 +194,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         // Protects the appended entries: the leader counts this node towards a quorum as soon as the
         // callback fires, so the flusher fires it only once they survive a crash.
-        if let Err(mpsc::error::SendError(Durable::Appended(callback))) =
-            self.durable.send(Durable::Appended(callback))
+        if let Err(mpsc::error::SendError(Durable::Appended(callback))) = self.durable.send(Durable::Appended(callback))
         {
             callback.io_completed(Err(flusher_gone()));
             return Err(flusher_gone());
