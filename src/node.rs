@@ -519,7 +519,9 @@ impl Node {
                     },
                 };
                 return match self.transfer_leadership(to).await {
-                    Ok(()) => Attempt::Done(Ok(ForwardedReply::Member(self.members()))),
+                    Ok(leader) if leader == to => Attempt::Done(Ok(ForwardedReply::Member(self.members()))),
+                    // Another voter won the election: ask the new leader to hand over to `to`.
+                    Ok(leader) => Attempt::Retry(self.not_leader(Some(leader))),
                     Err(e) => Attempt::Done(Err(e)),
                 };
             }
@@ -546,10 +548,12 @@ impl Node {
         m.membership_config.membership().voter_ids().filter(|id| *id != self.id).max_by_key(matched)
     }
 
-    /// Asks openraft to hand leadership to `to`, and waits until `to` leads. The target gives up
-    /// if its log is not flushed up to the leader's within an election timeout, which under load it
-    /// may miss; then the request is simply sent again, until the caller's deadline.
-    async fn transfer_leadership(&self, to: NodeId) -> Result<()> {
+    /// Asks openraft to hand leadership to `to` and waits until this node no longer leads; answers
+    /// who leads then, normally `to`. The target gives up if its log is not flushed up to the
+    /// leader's within an election timeout, which under load it may miss; then the request is sent
+    /// again. Another voter may also win the election the transfer starts; the caller decides what
+    /// that means.
+    async fn transfer_leadership(&self, to: NodeId) -> Result<NodeId> {
         let mut metrics = self.raft.metrics();
         loop {
             self.raft
@@ -559,18 +563,16 @@ impl Node {
                 .map_err(|e| Error::unavailable(format!("raft stopped: {e}"), None))?;
             let retry_at = tokio::time::Instant::now() + TRANSFER_RETRY;
             loop {
-                if metrics.borrow_watched().current_leader == Some(to) {
-                    return Ok(());
+                let leader = metrics.borrow_watched().current_leader;
+                match leader {
+                    Some(l) if l == to || (l != self.id && self.leader_term().is_none()) => return Ok(l),
+                    _ => {}
                 }
                 match tokio::time::timeout_at(retry_at, metrics.changed()).await {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => return Err(Error::unavailable("raft stopped during the leader transfer", None)),
                     Err(_) => break,
                 }
-            }
-            if self.leader_term().is_none() {
-                // Someone else won an election meanwhile: report who leads now.
-                return Ok(());
             }
         }
     }
@@ -584,8 +586,8 @@ impl Node {
         let Some(to) = self.successor() else { return };
         let started = Instant::now();
         match tokio::time::timeout(within, self.transfer_leadership(to)).await {
-            Ok(Ok(())) => {
-                tracing::info!(id = self.id, to, elapsed = ?started.elapsed(), "handed leadership over before stopping")
+            Ok(Ok(leader)) => {
+                tracing::info!(id = self.id, leader, elapsed = ?started.elapsed(), "handed leadership over before stopping")
             }
             Ok(Err(e)) => tracing::warn!(id = self.id, to, "leader handover failed: {e}"),
             Err(_) => {
