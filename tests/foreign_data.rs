@@ -104,8 +104,8 @@ async fn a_node_started_on_another_clusters_data_refuses_to_start_and_disturbs_n
     assert!(log.contains("it was written by another cluster"), "{log}");
     println!("node {victim} said: {}", log.lines().last().unwrap_or_default());
     assert_eq!(leadership(&ours, leader).await, before, "the foreign node disturbed nobody");
-    let leader_log = ours.log_of(leader);
-    assert!(leader_log.contains("cluster mismatch"), "the leader was refused by the foreign node: {leader_log}");
+    // Whether the leader's heartbeats reached the foreign node before it exited (and were refused
+    // with "cluster mismatch") is a race with its start-up check, so only the outcome is checked.
     add(&ours, leader, "ours", 1).await;
 
     // The way back is etcd's: remove the member, wipe its directory, add it again. It receives the

@@ -1,5 +1,6 @@
 //! The peer port demands the cluster secret: a cluster started with one works, and a caller without
-//! it, or with a wrong one, is refused with UNAUTHENTICATED before anything reaches Raft.
+//! it, or with a wrong one, is refused with UNAUTHENTICATED before anything reaches Raft; a caller
+//! from another cluster is refused with FAILED_PRECONDITION.
 
 mod common;
 
@@ -35,6 +36,14 @@ async fn peer_rpcs_without_the_cluster_secret_are_refused() {
     right.metadata_mut().insert("x-raftlot-secret", "s3cret-cookie".parse().expect("ascii"));
     let err = raw.append_entries(right).await.expect_err("garbage with the right secret");
     assert_eq!(err.code(), Code::InvalidArgument, "undecodable peer messages are refused, not unwrapped");
+
+    // Another cluster's node, with the right secret: refused before anything reaches Raft.
+    let mut foreign = tonic::Request::new(Blob { data: b"garbage".to_vec() });
+    foreign.metadata_mut().insert("x-raftlot-secret", "s3cret-cookie".parse().expect("ascii"));
+    foreign.metadata_mut().insert("x-raftlot-cluster", "0123456789abcdef0123456789abcdef".parse().expect("ascii"));
+    let err = raw.append_entries(foreign).await.expect_err("another cluster's append");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().starts_with("cluster mismatch"), "{err:?}");
 
     assert_eq!(cluster.wait_for_leader().await, leader, "refused calls disturbed nothing");
     assert_eq!(cluster.get(follower, "c", ReadConsistency::Linearizable).await.expect("read"), 3);
