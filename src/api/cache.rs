@@ -7,39 +7,14 @@ use std::time::Duration;
 use tonic::{Request, Response, Status};
 
 use super::convert;
-use crate::domain::{
-    check_ttl, check_value, CacheKey, ClaimOutcome, Command, DomainError, Query, QueryReply, Reply, MAX_LEASE_MS,
-    MAX_TTL_MS,
-};
+use crate::domain::{ClaimOutcome, Command, Query, QueryReply, Reply};
 use crate::error::Error;
 use crate::node::Node;
 use crate::pb::v1 as pb;
 use crate::pb::v1::cache_server::Cache;
 
-const MAX_HOLDER_BYTES: usize = 128;
-const MAX_TOKEN_BYTES: usize = 64;
-/// A claim waits at most this long for a value, and never past the node's request deadline.
-const MAX_WAIT_MS: u64 = 60_000;
-
 pub struct CacheService {
     pub node: Arc<Node>,
-}
-
-fn key(value: String) -> Result<CacheKey, Status> {
-    Ok(CacheKey::parse(value).map_err(Error::from)?)
-}
-
-/// A free-text field from the network: bounded and printable, so it can be shown to other callers.
-fn text(field: &str, value: String, max: usize) -> Result<String, Status> {
-    if value.len() > max {
-        return Err(
-            Error::from(DomainError::invalid(field, format!("is {} bytes, the limit is {max}", value.len()))).into()
-        );
-    }
-    if let Some(bad) = value.chars().find(|c| c.is_control()) {
-        return Err(Error::from(DomainError::invalid(field, format!("contains the control character {bad:?}"))).into());
-    }
-    Ok(value)
 }
 
 fn unexpected(what: &str, reply: Reply) -> Status {
@@ -49,13 +24,7 @@ fn unexpected(what: &str, reply: Reply) -> Status {
 #[tonic::async_trait]
 impl Cache for CacheService {
     async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::PutReply>, Status> {
-        let r = request.into_inner();
-        let key = key(r.key)?;
-        check_value(&r.value).map_err(Error::from)?;
-        check_ttl("ttl_ms", r.ttl_ms, MAX_TTL_MS).map_err(Error::from)?;
-        let token = text("claim_token", r.claim_token, MAX_TOKEN_BYTES)?;
-        let token = (!token.is_empty()).then_some(token);
-        let command = Command::CachePut { key, value: r.value, ttl_ms: r.ttl_ms, token };
+        let command = convert::cache_put(request.into_inner())?;
         match self.node.write(command, None).await?.outcome.map_err(Error::from)? {
             Reply::CacheStored { key, value } => {
                 Ok(Response::new(pb::PutReply { key, expires_at_ms: value.expires_at_ms, version: value.version }))
@@ -65,9 +34,7 @@ impl Cache for CacheService {
     }
 
     async fn get(&self, request: Request<pb::CacheGetRequest>) -> Result<Response<pb::CacheGetReply>, Status> {
-        let r = request.into_inner();
-        let key = key(r.key)?;
-        let consistency = convert::consistency(r.consistency)?;
+        let (key, consistency) = convert::cache_get(request.into_inner())?;
         let result = self.node.read(Query::Cache(key.clone()), consistency).await?;
         let QueryReply::Cache(read) = result.reply else {
             return Err(Error::internal("a cache get was answered with another read").into());
@@ -88,7 +55,7 @@ impl Cache for CacheService {
     }
 
     async fn delete(&self, request: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteReply>, Status> {
-        let key = key(request.into_inner().key)?;
+        let key = convert::cache_delete(request.into_inner())?;
         let applied = self.node.write(Command::CacheDelete { key }, None).await?;
         match applied.outcome.map_err(Error::from)? {
             Reply::CacheDeleted { key, existed } => {
@@ -99,17 +66,7 @@ impl Cache for CacheService {
     }
 
     async fn claim(&self, request: Request<pb::ClaimRequest>) -> Result<Response<pb::ClaimReply>, Status> {
-        let r = request.into_inner();
-        let key = key(r.key)?;
-        check_ttl("lease_ms", r.lease_ms, MAX_LEASE_MS).map_err(Error::from)?;
-        let holder = text("holder", r.holder, MAX_HOLDER_BYTES)?;
-        let holder = if holder.is_empty() { format!("client of node {}", self.node.id) } else { holder };
-        if r.wait_ms > MAX_WAIT_MS {
-            return Err(
-                Error::from(DomainError::invalid("wait_ms", format!("{} is above {MAX_WAIT_MS}", r.wait_ms))).into()
-            );
-        }
-        let command = Command::CacheClaim { key: key.clone(), lease_ms: r.lease_ms, holder };
+        let (key, command, wait_ms) = convert::cache_claim(request.into_inner(), self.node.id)?;
         let applied = self.node.write(command, None).await?;
         let outcome = match applied.outcome.map_err(Error::from)? {
             Reply::Claimed { outcome, .. } => outcome,
@@ -131,7 +88,7 @@ impl Cache for CacheService {
                 reply.expires_at_ms = expires_at_ms;
             }
             ClaimOutcome::Held { holder, expires_at_ms } => {
-                let waited = match r.wait_ms {
+                let waited = match wait_ms {
                     0 => None,
                     ms => self.node.wait_for_cached(&key, Duration::from_millis(ms)).await,
                 };

@@ -5,7 +5,10 @@
 
 use super::metrics::note_level;
 use crate::crdt::gossip::GossipLag;
-use crate::domain::{Command, CounterName, DomainError, LotName, LotSpec, Plate, RequestId};
+use crate::domain::{
+    check_ttl, check_value, CacheKey, Command, CounterName, DomainError, LotName, LotSpec, Plate, RequestId,
+    MAX_LEASE_MS, MAX_TTL_MS,
+};
 use crate::error::Error;
 use crate::node::{ClusterView, Consistency, NodeView, ReadMeta, WriteMode};
 use crate::pb::v1 as pb;
@@ -67,6 +70,52 @@ pub fn configure_lot(r: pb::ConfigureLotRequest) -> Result<(LotName, LotSpec), E
 
 pub fn get_vehicle(r: pb::GetVehicleRequest) -> Result<(Plate, Consistency), Error> {
     Ok((Plate::parse(&r.plate)?, consistency(r.consistency)?))
+}
+
+const MAX_HOLDER_BYTES: usize = 128;
+const MAX_TOKEN_BYTES: usize = 64;
+/// A claim waits at most this long for a value, and never past the node's request deadline.
+const MAX_WAIT_MS: u64 = 60_000;
+
+/// A free-text field from the network: bounded and printable, so it can be shown to other callers.
+fn text(field: &str, value: String, max: usize) -> Result<String, Error> {
+    if value.len() > max {
+        return Err(DomainError::invalid(field, format!("is {} bytes, the limit is {max}", value.len())).into());
+    }
+    if let Some(bad) = value.chars().find(|c| c.is_control()) {
+        return Err(DomainError::invalid(field, format!("contains the control character {bad:?}")).into());
+    }
+    Ok(value)
+}
+
+pub fn cache_put(r: pb::PutRequest) -> Result<Command, Error> {
+    let key = CacheKey::parse(r.key)?;
+    check_value(&r.value)?;
+    check_ttl("ttl_ms", r.ttl_ms, MAX_TTL_MS)?;
+    let token = text("claim_token", r.claim_token, MAX_TOKEN_BYTES)?;
+    let token = (!token.is_empty()).then_some(token);
+    Ok(Command::CachePut { key, value: r.value, ttl_ms: r.ttl_ms, token })
+}
+
+pub fn cache_get(r: pb::CacheGetRequest) -> Result<(CacheKey, Consistency), Error> {
+    Ok((CacheKey::parse(r.key)?, consistency(r.consistency)?))
+}
+
+pub fn cache_delete(r: pb::DeleteRequest) -> Result<CacheKey, Error> {
+    Ok(CacheKey::parse(r.key)?)
+}
+
+/// A claim's key, the claim, and how long a HELD answer may wait; an empty holder is named after
+/// `node`, the node the caller reached.
+pub fn cache_claim(r: pb::ClaimRequest, node: u64) -> Result<(CacheKey, Command, u64), Error> {
+    let key = CacheKey::parse(r.key)?;
+    check_ttl("lease_ms", r.lease_ms, MAX_LEASE_MS)?;
+    let holder = text("holder", r.holder, MAX_HOLDER_BYTES)?;
+    let holder = if holder.is_empty() { format!("client of node {node}") } else { holder };
+    if r.wait_ms > MAX_WAIT_MS {
+        return Err(DomainError::invalid("wait_ms", format!("{} is above {MAX_WAIT_MS}", r.wait_ms)).into());
+    }
+    Ok((key.clone(), Command::CacheClaim { key, lease_ms: r.lease_ms, holder }, r.wait_ms))
 }
 
 /// Parses a read's consistency level and labels the call being served with it (metrics and span).
