@@ -4,25 +4,29 @@
 //! Every message is decoded with an error, never unwrapped: a garbage or hostile peer gets
 //! `INVALID_ARGUMENT` and changes nothing.
 
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use futures::{Stream, StreamExt};
+use openraft::raft::{AppendEntriesRequest, StreamAppendError};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::node::Node;
 use crate::pb::peer::raft_peer_server::RaftPeer;
 use crate::pb::peer::{Blob, NodeInfoReply, NodeInfoRequest};
 use crate::raft::identity::{ClusterIdentity, CLUSTER_METADATA};
 use crate::raft::network::{from_blob, to_blob, SECRET_METADATA};
-use crate::raft::{Snapshot, SnapshotMeta, Vote};
+use crate::raft::{Snapshot, SnapshotMeta, TypeConfig, Vote};
 
 pub struct PeerService {
     pub node: Arc<Node>,
 }
 
 fn decode<T: DeserializeOwned>(request: Request<Blob>) -> Result<T, Status> {
-    from_blob(request.get_ref()).map_err(|e| Status::invalid_argument(format!("undecodable peer message: {e}")))
+    from_blob(request.get_ref()).map_err(undecodable)
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Response<Blob>, Status> {
@@ -59,8 +63,36 @@ impl PeerService {
     }
 }
 
+fn undecodable(e: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(format!("undecodable peer message: {e}"))
+}
+
+/// A leader's append requests as they arrive. The first undecodable one ends them and is kept in
+/// `refused`, so the follower answers what came before it and then closes the stream with the reason.
+fn append_requests(
+    incoming: Streaming<Blob>,
+    refused: Arc<Mutex<Option<Status>>>,
+) -> impl Stream<Item = AppendEntriesRequest<TypeConfig>> {
+    futures::stream::unfold(Some(incoming), move |incoming| {
+        let refused = refused.clone();
+        async move {
+            let mut incoming = incoming?;
+            let blob = incoming.message().await.ok()??;
+            match from_blob(&blob) {
+                Ok(request) => Some((request, Some(incoming))),
+                Err(e) => {
+                    *refused.lock().unwrap_or_else(|p| p.into_inner()) = Some(undecodable(e));
+                    None
+                }
+            }
+        }
+    })
+}
+
 #[tonic::async_trait]
 impl RaftPeer for PeerService {
+    type AppendStreamStream = Pin<Box<dyn Stream<Item = Result<Blob, Status>> + Send + 'static>>;
+
     async fn append_entries(&self, request: Request<Blob>) -> Result<Response<Blob>, Status> {
         self.learn_cluster(&request).await?;
         let reply = self.node.raft.append_entries(decode(request)?).await.map_err(stopped)?;
@@ -68,6 +100,26 @@ impl RaftPeer for PeerService {
             self.node.touch_leader_contact();
         }
         encode(&reply)
+    }
+
+    async fn append_stream(
+        &self,
+        request: Request<Streaming<Blob>>,
+    ) -> Result<Response<Self::AppendStreamStream>, Status> {
+        self.learn_cluster(&request).await?;
+        let refused = Arc::new(Mutex::new(None));
+        let requests = append_requests(request.into_inner(), refused.clone());
+        let node = self.node.clone();
+        let answers = self.node.raft.stream_append(requests).map(move |answer| {
+            let answer = answer.map_err(stopped)?;
+            if !matches!(answer, Err(StreamAppendError::HigherVote(_))) {
+                node.touch_leader_contact();
+            }
+            to_blob(&answer).map_err(|e| Status::internal(format!("cannot encode reply: {e}")))
+        });
+        let refusal = futures::stream::once(async move { refused.lock().unwrap_or_else(|p| p.into_inner()).take() })
+            .filter_map(|refusal| async move { refusal.map(Err) });
+        Ok(Response::new(answers.chain(refusal).boxed()))
     }
 
     async fn vote(&self, request: Request<Blob>) -> Result<Response<Blob>, Status> {

@@ -1,20 +1,27 @@
 //! The peer transport's client side: one cached tonic channel per peer, openraft messages as
 //! bincode inside a protobuf `Blob`.
 //!
+//! AppendEntries travel on one long-lived bidirectional stream per follower (`AppendStream`), so
+//! the leader sends new entries, or a new commit index, without waiting for the answer to the
+//! previous request: with one request in flight at a time, a write's entries waited behind the
+//! round trip that carried the previous write's commit.
+//!
 //! Channels are created lazily and reconnect by themselves, so a peer that is down costs a refused
 //! connection per attempt (openraft backs off on `Unreachable`), and a restarted peer is picked up
 //! without any bookkeeping here. A peer's address may be a DNS name: each reconnect resolves it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use futures::StreamExt;
+use openraft::base::{BoxFuture, BoxStream};
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::RPCOption;
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
-    VoteRequest, VoteResponse,
+    StreamAppendResult, VoteRequest, VoteResponse,
 };
 use openraft::{OptionalSend, RaftNetworkFactory, RaftNetworkV2};
 use serde::de::DeserializeOwned;
@@ -160,8 +167,14 @@ impl PeerClients {
     }
 
     pub fn request<T>(&self, message: T, timeout: Duration) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
+        let mut request = self.stamped(message);
         request.set_timeout(timeout);
+        request
+    }
+
+    /// A request carrying this node's credentials and no deadline, for a long-lived stream.
+    fn stamped<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
         if let Some(secret) = &self.secret {
             // A secret that is not valid metadata was refused by config validation's caller; if
             // one slips through, the peer answers UNAUTHENTICATED, which is the right outcome.
@@ -175,17 +188,21 @@ impl PeerClients {
         request
     }
 
+    fn cut_off(&self, from: NodeId, to: NodeId, addr: &str) -> Option<CallError> {
+        self.faults.blocks(from, to).then(|| CallError::Unreachable {
+            addr: addr.to_string(),
+            reason: "link cut by fault injection".into(),
+        })
+    }
+
     /// Calls peer `to` at `addr` with a deadline, classifying failures by what they imply.
     pub async fn call<F, Fut, T>(&self, to: NodeId, addr: &str, timeout: Duration, f: F) -> Result<T, CallError>
     where
         F: FnOnce(RaftPeerClient<Channel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        if self.faults.blocks(self.me, to) {
-            return Err(CallError::Unreachable {
-                addr: addr.to_string(),
-                reason: "link cut by fault injection".into(),
-            });
+        if let Some(cut) = self.cut_off(self.me, to, addr) {
+            return Err(cut);
         }
         let client = self.client(addr)?;
         let failed = |reason: String| CallError::Failed { addr: addr.to_string(), reason };
@@ -194,11 +211,24 @@ impl PeerClients {
         match reply {
             Err(_) => Err(failed(format!("no reply within {timeout:?}"))),
             Ok(Ok(reply)) => Ok(reply.into_inner()),
-            Ok(Err(status)) if is_connect_error(&status) => {
-                Err(CallError::Unreachable { addr: addr.to_string(), reason: status.message().to_string() })
-            }
-            Ok(Err(status)) => Err(failed(format!("{}: {}", status.code(), status.message()))),
+            Ok(Err(status)) => Err(classify(addr, &status)),
         }
+    }
+}
+
+fn classify(addr: &str, status: &tonic::Status) -> CallError {
+    let reason = format!("{}: {}", status.code(), status.message());
+    if is_connect_error(status) {
+        CallError::Unreachable { addr: addr.to_string(), reason: status.message().to_string() }
+    } else {
+        CallError::Failed { addr: addr.to_string(), reason }
+    }
+}
+
+fn rpc_error(e: CallError) -> RPCError<TypeConfig> {
+    match e {
+        CallError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+        CallError::Failed { .. } => RPCError::Network(NetworkError::new(&e)),
     }
 }
 
@@ -290,11 +320,96 @@ impl Network {
                 }
             })
             .await
-            .map_err(|e| match e {
-                CallError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
-                CallError::Failed { .. } => RPCError::Network(NetworkError::new(&e)),
-            })?;
+            .map_err(rpc_error)?;
         from_blob(&reply).map_err(|e| RPCError::Network(NetworkError::new(&e)))
+    }
+}
+
+/// How many append requests may wait for their answers at once. Two let a new write's entries
+/// overtake the request carrying the previous write's commit; more only split the entries that
+/// pile up under load into more, smaller requests, each costing the follower a flush (measured:
+/// one-client writes took the same time at 2 and 4, while 64-client throughput fell at 4).
+const APPEND_STREAM_DEPTH: usize = 2;
+
+/// The requests of one `AppendStream` that still wait for their answer, by when each was sent.
+#[derive(Clone)]
+struct Unanswered {
+    sent: Arc<Mutex<VecDeque<tokio::time::Instant>>>,
+    added: Arc<tokio::sync::Notify>,
+    room: Arc<tokio::sync::Semaphore>,
+}
+
+impl Unanswered {
+    fn new() -> Self {
+        Unanswered {
+            sent: Arc::default(),
+            added: Arc::default(),
+            room: Arc::new(tokio::sync::Semaphore::new(APPEND_STREAM_DEPTH)),
+        }
+    }
+
+    /// Waits until fewer than the allowed number of requests are unanswered.
+    async fn room(&self) {
+        if let Ok(permit) = self.room.acquire().await {
+            permit.forget();
+        }
+    }
+
+    fn sent(&self) {
+        self.sent.lock().unwrap_or_else(|p| p.into_inner()).push_back(tokio::time::Instant::now());
+        self.added.notify_one();
+    }
+
+    fn oldest(&self) -> Option<tokio::time::Instant> {
+        self.sent.lock().unwrap_or_else(|p| p.into_inner()).front().copied()
+    }
+
+    fn answered(&self) {
+        self.sent.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+        self.room.add_permits(1);
+    }
+}
+
+/// What reading an `AppendStream`'s answers needs.
+struct Answers {
+    replies: tonic::Streaming<Blob>,
+    unanswered: Unanswered,
+    /// How long the oldest request may wait for its answer; an idle stream waits for ever.
+    ttl: Duration,
+    clients: PeerClients,
+    target: NodeId,
+    addr: String,
+}
+
+impl Answers {
+    /// The next answer, or why the stream is over; `None` when the follower closed it after
+    /// answering every request.
+    async fn next(&mut self) -> Option<Result<StreamAppendResult<TypeConfig>, CallError>> {
+        let failed = |reason: String| CallError::Failed { addr: self.addr.clone(), reason };
+        let reply = loop {
+            match self.unanswered.oldest() {
+                Some(sent) => match tokio::time::timeout_at(sent + self.ttl, self.replies.message()).await {
+                    Ok(reply) => break reply,
+                    Err(_) => return Some(Err(failed(format!("no answer within {:?}", self.ttl)))),
+                },
+                None => tokio::select! {
+                    reply = self.replies.message() => break reply,
+                    // A request went out: wait for its answer with a deadline.
+                    _ = self.unanswered.added.notified() => continue,
+                },
+            }
+        };
+        match reply {
+            Ok(Some(blob)) => {
+                if let Some(cut) = self.clients.cut_off(self.target, self.clients.me, &self.addr) {
+                    return Some(Err(cut));
+                }
+                self.unanswered.answered();
+                Some(from_blob(&blob).map_err(|e| failed(format!("undecodable answer: {e}"))))
+            }
+            Ok(None) => None,
+            Err(status) => Some(Err(classify(&self.addr, &status))),
+        }
     }
 }
 
@@ -315,6 +430,63 @@ impl RaftNetworkV2<TypeConfig> for Network {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.unary(Method::Append, &rpc, option.soft_ttl()).await
+    }
+
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<'s, Result<BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>, RPCError<TypeConfig>>>
+    where
+        S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
+    {
+        Box::pin(async move {
+            let (clients, target, addr) = (self.clients.clone(), self.target, self.addr.clone());
+            if let Some(cut) = clients.cut_off(clients.me, target, &addr) {
+                return Err(rpc_error(cut));
+            }
+            let mut client = clients.client(&addr).map_err(rpc_error)?;
+            let unanswered = Unanswered::new();
+            let requests = {
+                let (clients, unanswered) = (clients.clone(), unanswered.clone());
+                // Ending the requests early (a cut link, an entry that cannot be encoded) ends the
+                // answers early too, and openraft starts a new stream.
+                futures::stream::unfold(input, move |mut input| {
+                    let (clients, unanswered) = (clients.clone(), unanswered.clone());
+                    async move {
+                        unanswered.room().await;
+                        let request = input.next().await?;
+                        if clients.cut_off(clients.me, target, "").is_some() {
+                            return None;
+                        }
+                        let blob = to_blob(&request)
+                            .inspect_err(|e| tracing::error!(target, "cannot encode an append request: {e}"))
+                            .ok()?;
+                        unanswered.sent();
+                        Some((blob, input))
+                    }
+                })
+            };
+            let ttl = option.soft_ttl();
+            let opened = tokio::time::timeout(ttl, client.append_stream(clients.stamped(requests))).await;
+            clients.note_refusal(&addr, &opened);
+            let replies = match opened {
+                Err(_) => {
+                    return Err(rpc_error(CallError::Failed { addr, reason: format!("no reply within {ttl:?}") }))
+                }
+                Ok(Err(status)) => return Err(rpc_error(classify(&addr, &status))),
+                Ok(Ok(replies)) => replies.into_inner(),
+            };
+            let answers = Answers { replies, unanswered, ttl, clients, target, addr };
+            let answers = futures::stream::unfold(Some(answers), |answers| async move {
+                let mut answers = answers?;
+                match answers.next().await? {
+                    Ok(answer) => Some((Ok(answer), Some(answers))),
+                    Err(e) => Some((Err(rpc_error(e)), None)),
+                }
+            });
+            Ok(answers.boxed())
+        })
     }
 
     async fn vote(
