@@ -29,6 +29,7 @@
 //! time and every eventual write it took or received by gossip.
 
 pub mod api;
+pub mod batch;
 pub mod cli;
 pub mod config;
 pub mod crdt;

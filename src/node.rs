@@ -2,10 +2,10 @@
 //! shutdown. It also decides where each request runs: the leader executes writes and strong reads,
 //! every other node forwards them there, so clients may call any node.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::metrics::Metrics;
 use crate::api::ClientPort;
+use crate::batch::Batcher;
 use crate::config::Config;
 use crate::crdt::gossip::{GossipAck, GossipLag, GossipMessage};
 use crate::domain::{
@@ -116,12 +117,30 @@ pub enum ForwardedReply {
 const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The forward envelope: the follower's remaining deadline travels with the request, so the
-/// leader never works on a request its client has given up on.
+/// leader never works on a request its client has given up on. A `Forward` call carries a batch of
+/// them and is answered with one result each, in order.
 #[derive(Serialize, Deserialize)]
 struct Envelope {
     request: Forwarded,
     timeout_ms: u64,
 }
+
+/// Which forwarded requests may share a call: a read is answered sooner than a write, so it never
+/// waits in a batch behind writes. Membership changes, which may take a minute, go alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Lane {
+    Write,
+    Read,
+}
+
+/// Calls to one leader that may run at once per lane. Two keep the link busy while one is in flight,
+/// and everything that arrives meanwhile rides in the next call.
+const FORWARD_CALLS: usize = 2;
+
+/// The most requests one `Forward` call carries.
+const FORWARD_BATCH: usize = 512;
+
+type Forwarder = Batcher<Envelope, Attempt>;
 
 /// One node's view of itself, as `Cluster/Status` and the peer `NodeInfo` RPC report it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,6 +204,8 @@ pub struct Node {
     pub jobs: Jobs,
     /// The cluster this node's data belongs to; see `raft::identity`.
     pub identity: Arc<ClusterIdentity>,
+    /// Batches this follower's forwarded requests, per leader address and lane.
+    forwarders: Mutex<HashMap<(NodeId, String, Lane), Arc<Forwarder>>>,
 }
 
 /// Why one attempt to route a request did not produce an answer that can be returned.
@@ -329,43 +350,55 @@ impl Node {
     }
 
     async fn forward(&self, leader: NodeId, request: Forwarded, deadline: tokio::time::Instant) -> Attempt {
-        let Some(hint) = self.member(leader) else {
+        let Some(member) = self.member(leader) else {
             return Attempt::Retry(self.not_leader(Some(leader)));
         };
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let envelope = Envelope { request, timeout_ms: remaining.as_millis() as u64 };
-        let blob = match to_blob(&envelope) {
-            Ok(b) => b,
-            Err(e) => return Attempt::Done(Err(Error::internal(e))),
-        };
-        let req = self.peers.request(blob, remaining);
-        match self.peers.call(leader, &hint.peer_addr, remaining, |mut c| async move { c.forward(req).await }).await {
-            Ok(reply) => match from_blob::<Result<ForwardedReply>>(&reply) {
-                // The leader lost leadership before executing: nothing happened, try the new one.
-                Ok(Err(e @ Error::NotLeader { .. })) => Attempt::Retry(e),
-                Ok(result) => Attempt::Done(result),
-                Err(e) => Attempt::Done(Err(Error::internal(format!("bad forward reply: {e}")))),
-            },
-            Err(e @ CallError::Unreachable { .. }) => {
-                Attempt::Retry(Error::unavailable(format!("leader {leader} unreachable: {e}"), None))
+        let lane = match &request {
+            Forwarded::Write { .. } => Lane::Write,
+            Forwarded::Read { .. } => Lane::Read,
+            Forwarded::Member(_) => {
+                let alone = vec![Envelope { request, timeout_ms: remaining.as_millis() as u64 }];
+                let hint = self.leader_hint(Some(leader));
+                return send_forwards(self.peers.clone(), leader, member.peer_addr, hint, alone).await.remove(0);
             }
-            Err(e @ CallError::Failed { .. }) => Attempt::Done(Err(Error::unavailable(
-                format!("forwarding to leader {leader} failed; the request may or may not have been applied: {e}"),
-                self.leader_hint(Some(leader)),
-            ))),
+        };
+        let envelope = Envelope { request, timeout_ms: remaining.as_millis() as u64 };
+        match self.forwarder(leader, member.peer_addr, lane).call(envelope).await {
+            Some(attempt) => attempt,
+            None => Attempt::Done(Err(Error::internal("the leader answered a forwarded batch short"))),
         }
     }
 
-    /// Executes a forwarded request here, never forwarding it again (so no request can loop).
-    pub async fn execute_forwarded(&self, blob: &crate::pb::peer::Blob) -> Result<ForwardedReply> {
-        let envelope: Envelope = from_blob(blob)
-            .map_err(|e| Error::Domain(crate::domain::DomainError::invalid("forward", e.to_string())))?;
-        let timeout = Duration::from_millis(envelope.timeout_ms).min(self.timeout_for(&envelope.request));
-        let deadline = tokio::time::Instant::now() + timeout;
-        match self.execute_attempt(envelope.request, deadline).await {
-            Attempt::Done(result) => result,
-            Attempt::Retry(e) => Err(e),
+    fn forwarder(&self, leader: NodeId, addr: String, lane: Lane) -> Arc<Forwarder> {
+        let mut forwarders = self.forwarders.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (leader, addr, lane);
+        if let Some(forwarder) = forwarders.get(&key) {
+            return forwarder.clone();
         }
+        let (peers, addr, hint) = (self.peers.clone(), key.1.clone(), self.leader_hint(Some(leader)));
+        let send: crate::batch::Send<Envelope, Attempt> = Box::new(move |batch| {
+            Box::pin(send_forwards(peers.clone(), leader, addr.clone(), hint.clone(), batch))
+        });
+        let forwarder = Arc::new(Batcher::new(FORWARD_CALLS, FORWARD_BATCH, send));
+        forwarders.insert(key, forwarder.clone());
+        forwarder
+    }
+
+    /// Executes a batch of forwarded requests here, together (so the writes share a log append),
+    /// never forwarding them again (so no request can loop).
+    pub async fn execute_forwarded(&self, blob: &crate::pb::peer::Blob) -> Result<Vec<Result<ForwardedReply>>> {
+        let envelopes: Vec<Envelope> = from_blob(blob)
+            .map_err(|e| Error::Domain(crate::domain::DomainError::invalid("forward", e.to_string())))?;
+        let executed = envelopes.into_iter().map(|envelope| async move {
+            let timeout = Duration::from_millis(envelope.timeout_ms).min(self.timeout_for(&envelope.request));
+            let deadline = tokio::time::Instant::now() + timeout;
+            match self.execute_attempt(envelope.request, deadline).await {
+                Attempt::Done(result) => result,
+                Attempt::Retry(e) => Err(e),
+            }
+        });
+        Ok(futures::future::join_all(executed).await)
     }
 
     async fn execute_attempt(&self, request: Forwarded, deadline: tokio::time::Instant) -> Attempt {
@@ -932,6 +965,49 @@ impl Listeners {
     }
 }
 
+/// Sends a batch of forwarded requests to the leader in one call and answers each of them.
+async fn send_forwards(
+    peers: PeerClients,
+    leader: NodeId,
+    addr: String,
+    hint: Option<LeaderHint>,
+    envelopes: Vec<Envelope>,
+) -> Vec<Attempt> {
+    let count = envelopes.len();
+    let each = |attempt: &dyn Fn() -> Attempt| (0..count).map(|_| attempt()).collect();
+    let timeout = Duration::from_millis(envelopes.iter().map(|e| e.timeout_ms).max().unwrap_or(0));
+    let blob = match to_blob(&envelopes) {
+        Ok(b) => b,
+        Err(e) => return each(&|| Attempt::Done(Err(Error::internal(&e)))),
+    };
+    let request = peers.request(blob, timeout);
+    match peers.call(leader, &addr, timeout, |mut c| async move { c.forward(request).await }).await {
+        Ok(reply) => match from_blob::<Vec<Result<ForwardedReply>>>(&reply) {
+            Ok(results) if results.len() == count => results
+                .into_iter()
+                .map(|result| match result {
+                    // The leader lost leadership before executing: nothing happened, try the new one.
+                    Err(e @ Error::NotLeader { .. }) => Attempt::Retry(e),
+                    result => Attempt::Done(result),
+                })
+                .collect(),
+            Ok(results) => each(&|| {
+                Attempt::Done(Err(Error::internal(format!("the leader answered {} of {count} requests", results.len()))))
+            }),
+            Err(e) => each(&|| Attempt::Done(Err(Error::internal(format!("bad forward reply: {e}"))))),
+        },
+        Err(e @ CallError::Unreachable { .. }) => {
+            each(&|| Attempt::Retry(Error::unavailable(format!("leader {leader} unreachable: {e}"), None)))
+        }
+        Err(e @ CallError::Failed { .. }) => each(&|| {
+            Attempt::Done(Err(Error::unavailable(
+                format!("forwarding to leader {leader} failed; the request may or may not have been applied: {e}"),
+                hint.clone(),
+            )))
+        }),
+    }
+}
+
 /// Binds the configured addresses and runs the node until `shutdown` resolves.
 pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     let listeners = Listeners::bind(&config).await?;
@@ -1057,6 +1133,7 @@ pub async fn run(
         leader_contact_ms: AtomicU64::new(0),
         jobs: Jobs::default(),
         identity,
+        forwarders: Mutex::default(),
     });
 
     let stop = CancellationToken::new();

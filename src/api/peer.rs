@@ -142,7 +142,7 @@ impl RaftPeer for PeerService {
     }
 
     async fn forward(&self, request: Request<Blob>) -> Result<Response<Blob>, Status> {
-        encode(&self.node.execute_forwarded(request.get_ref()).await)
+        encode(&self.node.execute_forwarded(request.get_ref()).await?)
     }
 
     async fn gossip(&self, request: Request<Blob>) -> Result<Response<Blob>, Status> {
