@@ -947,18 +947,35 @@ pub struct Listeners {
     pub http: Option<TcpListener>,
 }
 
+/// How long a node keeps trying a port that is in use before it gives up.
+const BIND_PATIENCE: Duration = Duration::from_secs(3);
+
+/// Binds `addr`, trying again for a few seconds while it is in use. A peer that dials this node's
+/// port on loopback before the node is up can be handed that very port as its own source port (it
+/// lies in Linux's ephemeral range), connecting to itself and holding the port until it notices; a
+/// quickstart restart hit this.
+async fn bind_patiently(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let give_up = tokio::time::Instant::now() + BIND_PATIENCE;
+    loop {
+        match TcpListener::bind(addr).await {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tokio::time::Instant::now() < give_up => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            bound => return bound,
+        }
+    }
+}
+
 impl Listeners {
     pub async fn bind(config: &Config) -> anyhow::Result<Self> {
-        let client = TcpListener::bind(config.listen)
+        let client = bind_patiently(config.listen)
             .await
             .with_context(|| format!("cannot listen for clients on {}", config.listen))?;
-        let peer = TcpListener::bind(config.peer_listen)
+        let peer = bind_patiently(config.peer_listen)
             .await
             .with_context(|| format!("cannot listen for peers on {}", config.peer_listen))?;
         let http = match config.http_listen {
-            Some(addr) => {
-                Some(TcpListener::bind(addr).await.with_context(|| format!("cannot listen for HTTP on {addr}"))?)
-            }
+            Some(addr) => Some(bind_patiently(addr).await.with_context(|| format!("cannot listen for HTTP on {addr}"))?),
             None => None,
         };
         Ok(Listeners { client, peer, http })
