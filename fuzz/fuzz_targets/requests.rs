@@ -9,7 +9,7 @@
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use raftlot::api::convert::{self, Write};
-use raftlot::domain::Command;
+use raftlot::domain::{CacheKey, Command};
 use raftlot::error::Error;
 use raftlot::pb::v1 as pb;
 
@@ -54,9 +54,27 @@ fn enter_back(w: &Write) -> pb::EnterRequest {
     pb::EnterRequest { lot, plate, gate, mode: convert::write_mode_to_pb(w.mode), request_id: request_id(w) }
 }
 
+/// The Put that stores exactly this validated put again.
+fn put_back(c: &Command) -> pb::PutRequest {
+    let Command::CachePut { key, value, ttl_ms, token } = c else { panic!("a put became {c:?}") };
+    let claim_token = token.clone().unwrap_or_default();
+    pb::PutRequest { key: key.as_str().into(), value: value.clone(), ttl_ms: *ttl_ms, claim_token }
+}
+
+/// Claims as node 7 would take them (the node only names an anonymous holder).
+fn claim_at_node_7(r: pb::ClaimRequest) -> Result<(CacheKey, Command, u64), Error> {
+    convert::cache_claim(r, 7)
+}
+
+/// The Claim that asks for exactly this validated claim again.
+fn claim_back((_, c, wait_ms): &(CacheKey, Command, u64)) -> pb::ClaimRequest {
+    let Command::CacheClaim { key, lease_ms, holder } = c else { panic!("a claim became {c:?}") };
+    pb::ClaimRequest { key: key.as_str().into(), lease_ms: *lease_ms, holder: holder.clone(), wait_ms: *wait_ms }
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&method, bytes)) = data.split_first() else { return };
-    match method % 8 {
+    match method % 12 {
         0 => check(bytes, convert::add, &["name", "mode", "request_id"], add_back),
         1 => check(bytes, convert::enter, &["lot", "plate", "mode", "request_id"], enter_back),
         2 => check(bytes, convert::exit, &["lot", "plate", "mode", "request_id"], |w| {
@@ -78,9 +96,16 @@ fuzz_target!(|data: &[u8]| {
             let (capacity, gates, max_stay_ms) = (spec.capacity, spec.gates, spec.max_stay_ms);
             pb::ConfigureLotRequest { lot: lot.as_str().into(), capacity, gates, max_stay_ms }
         }),
-        _ => check(bytes, convert::get_vehicle, &["plate", "consistency"], |(plate, c)| pb::GetVehicleRequest {
+        7 => check(bytes, convert::get_vehicle, &["plate", "consistency"], |(plate, c)| pb::GetVehicleRequest {
             plate: plate.as_str().into(),
             consistency: convert::consistency_to_pb(*c) as i32,
         }),
+        8 => check(bytes, convert::cache_put, &["key", "value", "ttl_ms", "claim_token"], put_back),
+        9 => check(bytes, convert::cache_get, &["key", "consistency"], |(key, c)| pb::CacheGetRequest {
+            key: key.as_str().into(),
+            consistency: convert::consistency_to_pb(*c) as i32,
+        }),
+        10 => check(bytes, convert::cache_delete, &["key"], |key| pb::DeleteRequest { key: key.as_str().into() }),
+        _ => check(bytes, claim_at_node_7, &["key", "lease_ms", "holder", "wait_ms"], claim_back),
     }
 });
