@@ -20,8 +20,8 @@ use openraft::base::{BoxFuture, BoxStream};
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::RPCOption;
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
-    StreamAppendResult, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{OptionalSend, RaftNetworkFactory, RaftNetworkV2};
 use serde::de::DeserializeOwned;
@@ -189,10 +189,9 @@ impl PeerClients {
     }
 
     fn cut_off(&self, from: NodeId, to: NodeId, addr: &str) -> Option<CallError> {
-        self.faults.blocks(from, to).then(|| CallError::Unreachable {
-            addr: addr.to_string(),
-            reason: "link cut by fault injection".into(),
-        })
+        self.faults
+            .blocks(from, to)
+            .then(|| CallError::Unreachable { addr: addr.to_string(), reason: "link cut by fault injection".into() })
     }
 
     /// Calls peer `to` at `addr` with a deadline, classifying failures by what they imply.
@@ -436,16 +435,15 @@ impl RaftNetworkV2<TypeConfig> for Network {
         &'s mut self,
         input: S,
         option: RPCOption,
-    ) -> BoxFuture<'s, Result<BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>, RPCError<TypeConfig>>>
+    ) -> BoxFuture<
+        's,
+        Result<BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>, RPCError<TypeConfig>>,
+    >
     where
         S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
     {
         Box::pin(async move {
             let (clients, target, addr) = (self.clients.clone(), self.target, self.addr.clone());
-            if let Some(cut) = clients.cut_off(clients.me, target, &addr) {
-                return Err(rpc_error(cut));
-            }
-            let mut client = clients.client(&addr).map_err(rpc_error)?;
             let unanswered = Unanswered::new();
             let requests = {
                 let (clients, unanswered) = (clients.clone(), unanswered.clone());
@@ -468,15 +466,13 @@ impl RaftNetworkV2<TypeConfig> for Network {
                 })
             };
             let ttl = option.soft_ttl();
-            let opened = tokio::time::timeout(ttl, client.append_stream(clients.stamped(requests))).await;
-            clients.note_refusal(&addr, &opened);
-            let replies = match opened {
-                Err(_) => {
-                    return Err(rpc_error(CallError::Failed { addr, reason: format!("no reply within {ttl:?}") }))
-                }
-                Ok(Err(status)) => return Err(rpc_error(classify(&addr, &status))),
-                Ok(Ok(replies)) => replies.into_inner(),
-            };
+            // Opening the stream is a call like any other: the same cut links, deadline, refusal
+            // logging and failure classes.
+            let request = clients.stamped(requests);
+            let replies = clients
+                .call(target, &addr, ttl, |mut c| async move { c.append_stream(request).await })
+                .await
+                .map_err(rpc_error)?;
             let answers = Answers { replies, unanswered, ttl, clients, target, addr };
             let answers = futures::stream::unfold(Some(answers), |answers| async move {
                 let mut answers = answers?;
