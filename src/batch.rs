@@ -12,7 +12,7 @@ use futures::future::BoxFuture;
 use tokio::sync::oneshot;
 
 /// Sends a batch and answers every item, in order.
-pub type Send<T, R> = Box<dyn Fn(Vec<T>) -> BoxFuture<'static, Vec<R>> + std::marker::Send + Sync>;
+pub type SendBatch<T, R> = Box<dyn Fn(Vec<T>) -> BoxFuture<'static, Vec<R>> + Send + Sync>;
 
 pub struct Batcher<T, R> {
     inner: Arc<Inner<T, R>>,
@@ -20,7 +20,7 @@ pub struct Batcher<T, R> {
 
 struct Inner<T, R> {
     queue: Mutex<Queue<T, R>>,
-    send: Send<T, R>,
+    send: SendBatch<T, R>,
     max_calls: usize,
     max_batch: usize,
 }
@@ -30,9 +30,9 @@ struct Queue<T, R> {
     waiting: Vec<(T, oneshot::Sender<R>)>,
 }
 
-impl<T: std::marker::Send + 'static, R: std::marker::Send + 'static> Batcher<T, R> {
+impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
     /// At most `max_calls` calls run at once, each with at most `max_batch` items.
-    pub fn new(max_calls: usize, max_batch: usize, send: Send<T, R>) -> Self {
+    pub fn new(max_calls: usize, max_batch: usize, send: SendBatch<T, R>) -> Self {
         let queue = Mutex::new(Queue { calls: 0, waiting: Vec::new() });
         Batcher { inner: Arc::new(Inner { queue, send, max_calls: max_calls.max(1), max_batch: max_batch.max(1) }) }
     }
@@ -79,7 +79,7 @@ impl<T, R> Inner<T, R> {
     }
 }
 
-impl<T: std::marker::Send + 'static, R: std::marker::Send + 'static> Inner<T, R> {
+impl<T: Send + 'static, R: Send + 'static> Inner<T, R> {
     /// Sends queued batches until the queue is empty, then frees the slot.
     async fn drain(self: Arc<Self>) {
         while let Some(batch) = self.next_batch() {
@@ -94,9 +94,9 @@ impl<T: std::marker::Send + 'static, R: std::marker::Send + 'static> Inner<T, R>
 
 /// A call slot held by a caller sending its own request; released, it serves whoever queued
 /// meanwhile on a task of its own, so the caller returns its answer without waiting for theirs.
-struct Slot<T: std::marker::Send + 'static, R: std::marker::Send + 'static>(Arc<Inner<T, R>>);
+struct Slot<T: Send + 'static, R: Send + 'static>(Arc<Inner<T, R>>);
 
-impl<T: std::marker::Send + 'static, R: std::marker::Send + 'static> Drop for Slot<T, R> {
+impl<T: Send + 'static, R: Send + 'static> Drop for Slot<T, R> {
     fn drop(&mut self) {
         let mut queue = self.0.lock();
         // Without a runtime (a node shutting down) nobody is left to serve.
@@ -117,7 +117,7 @@ mod tests {
     use super::*;
 
     /// A sender that records batch sizes and answers each item with twice its value after `delay`.
-    fn doubling(sizes: Arc<Mutex<Vec<usize>>>, delay: std::time::Duration) -> Send<u32, u32> {
+    fn doubling(sizes: Arc<Mutex<Vec<usize>>>, delay: std::time::Duration) -> SendBatch<u32, u32> {
         Box::new(move |items: Vec<u32>| {
             let sizes = sizes.clone();
             Box::pin(async move {
@@ -159,7 +159,10 @@ mod tests {
             let b = batcher.clone();
             tokio::spawn(async move { tokio::time::timeout(std::time::Duration::from_millis(5), b.call(1)).await })
         };
-        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        // The impatient caller holds the one slot before the patient one queues.
+        while batcher.inner.lock().calls == 0 {
+            tokio::task::yield_now().await;
+        }
         let patient = {
             let b = batcher.clone();
             tokio::spawn(async move { b.call(2).await })
