@@ -355,19 +355,19 @@ impl Node {
         };
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         let lane = match &request {
-            Forwarded::Write { .. } => Lane::Write,
-            Forwarded::Read { .. } => Lane::Read,
-            Forwarded::Member(_) => {
-                let alone = vec![Envelope { request, timeout_ms: remaining.as_millis() as u64 }];
-                let hint = self.leader_hint(Some(leader));
-                return send_forwards(self.peers.clone(), leader, member.peer_addr, hint, alone).await.remove(0);
-            }
+            Forwarded::Write { .. } => Some(Lane::Write),
+            Forwarded::Read { .. } => Some(Lane::Read),
+            Forwarded::Member(_) => None,
         };
         let envelope = Envelope { request, timeout_ms: remaining.as_millis() as u64 };
-        match self.forwarder(leader, member.peer_addr, lane).call(envelope).await {
-            Some(attempt) => attempt,
-            None => Attempt::Done(Err(Error::internal("the leader answered a forwarded batch short"))),
-        }
+        let answer = match lane {
+            Some(lane) => self.forwarder(leader, member.peer_addr, lane).call(envelope).await,
+            None => {
+                let hint = self.leader_hint(Some(leader));
+                send_forwards(self.peers.clone(), leader, member.peer_addr, hint, vec![envelope]).await.pop()
+            }
+        };
+        answer.unwrap_or_else(|| Attempt::Done(Err(Error::internal("the leader answered a forwarded batch short"))))
     }
 
     fn forwarder(&self, leader: NodeId, addr: String, lane: Lane) -> Arc<Forwarder> {
@@ -377,9 +377,8 @@ impl Node {
             return forwarder.clone();
         }
         let (peers, addr, hint) = (self.peers.clone(), key.1.clone(), self.leader_hint(Some(leader)));
-        let send: crate::batch::Send<Envelope, Attempt> = Box::new(move |batch| {
-            Box::pin(send_forwards(peers.clone(), leader, addr.clone(), hint.clone(), batch))
-        });
+        let send: crate::batch::SendBatch<Envelope, Attempt> =
+            Box::new(move |batch| Box::pin(send_forwards(peers.clone(), leader, addr.clone(), hint.clone(), batch)));
         let forwarder = Arc::new(Batcher::new(FORWARD_CALLS, FORWARD_BATCH, send));
         forwarders.insert(key, forwarder.clone());
         forwarder
@@ -863,11 +862,6 @@ async fn ensure_lots(node: Arc<Node>, lots: Vec<(LotName, LotSpec)>, stop: Cance
     }
 }
 
-/// Resolves, with the reason, only if the other members say this node's data belongs to another
-/// cluster; otherwise it stays pending once it has heard enough (or given up asking), and the peer
-/// guard keeps refusing foreign calls from then on. Only the members `--peers` names are asked, not
-/// the Raft membership: data from another cluster carries that cluster's membership, whose nodes
-/// would vouch for it.
 /// Asks every one of `members` for its `NodeInfo` (which carries its cluster id), at once.
 async fn ask_members(
     peers: &PeerClients,
@@ -881,10 +875,13 @@ async fn ask_members(
     .await
 }
 
-async fn refuse_foreign_data(node: &Node, members: Vec<(NodeId, String)>) -> anyhow::Error {
+/// Resolves, with the reason, only if the other members say this node's data belongs to another
+/// cluster; otherwise it stays pending once it has heard enough (or given up asking), and the peer
+/// guard keeps refusing foreign calls from then on. Only the members `--peers` names are asked, not
+/// the Raft membership: data from another cluster carries that cluster's membership, whose nodes
+/// would vouch for it.
+async fn refuse_foreign_data(node: &Node, asked: BTreeMap<NodeId, String>) -> anyhow::Error {
     let Some(mine) = node.identity.get() else { return std::future::pending().await };
-    let mut asked: BTreeMap<NodeId, String> = members.into_iter().collect();
-    asked.remove(&node.id);
     let give_up = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let answers = ask_members(&node.peers, &asked).await;
@@ -975,7 +972,9 @@ impl Listeners {
             .await
             .with_context(|| format!("cannot listen for peers on {}", config.peer_listen))?;
         let http = match config.http_listen {
-            Some(addr) => Some(bind_patiently(addr).await.with_context(|| format!("cannot listen for HTTP on {addr}"))?),
+            Some(addr) => {
+                Some(bind_patiently(addr).await.with_context(|| format!("cannot listen for HTTP on {addr}"))?)
+            }
             None => None,
         };
         Ok(Listeners { client, peer, http })
@@ -1009,7 +1008,10 @@ async fn send_forwards(
                 })
                 .collect(),
             Ok(results) => each(&|| {
-                Attempt::Done(Err(Error::internal(format!("the leader answered {} of {count} requests", results.len()))))
+                Attempt::Done(Err(Error::internal(format!(
+                    "the leader answered {} of {count} requests",
+                    results.len()
+                ))))
             }),
             Err(e) => each(&|| Attempt::Done(Err(Error::internal(format!("bad forward reply: {e}"))))),
         },
@@ -1105,6 +1107,13 @@ pub async fn run(
     .await
     .context("cannot start raft")?;
 
+    // The configured members other than this node, by peer address: asked for their cluster id.
+    let others: BTreeMap<NodeId, String> = config
+        .members
+        .iter()
+        .filter(|(id, _)| **id != config.id)
+        .map(|(id, m)| (*id, m.peer_addr.to_string()))
+        .collect();
     let lowest = config.members.keys().next().copied();
     if lowest == Some(config.id) && !raft.is_initialized().await? {
         let members: BTreeMap<NodeId, PeerNode> = config
@@ -1117,12 +1126,6 @@ pub async fn run(
         // A lowest-id node whose directory was lost initialises again (harmlessly: its lone entry
         // loses to the members' logs). It must not draw a new cluster id then, or the members would
         // refuse it: when they already have one, it learns theirs from the leader's first append.
-        let others: BTreeMap<NodeId, String> = config
-            .members
-            .iter()
-            .filter(|(id, _)| **id != config.id)
-            .map(|(id, m)| (*id, m.peer_addr.to_string()))
-            .collect();
         let existing = ask_members(&peers, &others).await.into_iter().find_map(|(_, a)| a.ok()).map(|i| i.cluster_id);
         match existing.filter(|id| !id.is_empty()) {
             Some(cluster_id) => tracing::warn!(
@@ -1180,13 +1183,12 @@ pub async fn run(
     tokio::spawn(gossip(node.clone(), config.gossip_interval, stop.clone()));
     tokio::spawn(crate::jobs::supervise(node.clone(), config.job_interval, stop.clone()));
 
-    let members: Vec<(NodeId, String)> = config.members.iter().map(|(id, m)| (*id, m.peer_addr.to_string())).collect();
     let early = tokio::select! {
         _ = shutdown => None,
         r = &mut client_task => Some(("client server", r)),
         r = &mut peer_task => Some(("peer server", r)),
         r = &mut http_task => Some(("http server", r)),
-        e = refuse_foreign_data(&node, members) => Some(("start-up check", Ok(Err(e.context(refusing()))))),
+        e = refuse_foreign_data(&node, others) => Some(("start-up check", Ok(Err(e.context(refusing()))))),
     };
     // While the servers still run, so requests in flight here are forwarded to the successor.
     if early.is_none() {
