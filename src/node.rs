@@ -201,6 +201,9 @@ pub struct Node {
     /// Milliseconds after `started` at which a leader last reached this node (an append or a
     /// heartbeat accepted). An atomic because the peer service updates it on every append.
     leader_contact_ms: AtomicU64,
+    /// AppendEntries streams leaders opened to this node. A leader keeps a stream open across its
+    /// heartbeats and appends, so this grows only when one breaks (a leader change, a lost link).
+    pub append_streams_opened: AtomicU64,
     pub jobs: Jobs,
     /// The cluster this node's data belongs to; see `raft::identity`.
     pub identity: Arc<ClusterIdentity>,
@@ -1151,6 +1154,7 @@ pub async fn run(
         request_timeout: config.request_timeout,
         started: Instant::now(),
         leader_contact_ms: AtomicU64::new(0),
+        append_streams_opened: AtomicU64::new(0),
         jobs: Jobs::default(),
         identity,
         forwarders: Mutex::default(),

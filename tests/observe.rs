@@ -153,6 +153,19 @@ async fn metrics_cover_raft_gossip_disk_and_every_request() {
     assert_eq!(value(&follower, "raftlot_raft_role", &[("role", "follower")]), 1.0);
     assert!(!follower.iter().any(|s| s.name == "raftlot_raft_replication_lag_entries"));
     assert_eq!(value(&follower, requests, &[("method", add), ("consistency", "strong"), ("code", "Ok")]), 1.0);
+
+    // The leader keeps its AppendEntries streams open: 100 LINEARIZABLE reads (each a heartbeat
+    // round to both followers) and 100 strong adds reuse them instead of opening a stream per
+    // heartbeat. A few reopenings are allowed for a heartbeat that times out on a loaded machine.
+    let opened = |s: &[Sample]| value(s, "raftlot_raft_append_streams_opened_total", &[]);
+    assert!(opened(&follower) >= 1.0, "the leader opened no stream to follower {}", followers[0]);
+    for i in 0..100 {
+        cluster.get(leader, "hits", ReadConsistency::Linearizable).await.expect("linearizable read");
+        cluster.add(leader, "hits", i, WriteMode::Strong).await.expect("strong add");
+    }
+    let (_, later) = scrape(&cluster, followers[0]).await;
+    let reopened = opened(&later) - opened(&follower);
+    assert!(reopened <= 5.0, "200 requests opened {reopened} new streams to follower {}", followers[0]);
     cluster.stop().await;
 }
 

@@ -85,6 +85,7 @@ pub struct Metrics {
     gossip_pending: Family<PeerLabels, Gauge>,
     gossip_since_ack: Family<PeerLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     sled_bytes: Gauge,
+    append_streams: Counter,
 }
 
 impl Metrics {
@@ -128,6 +129,11 @@ impl Metrics {
                 "Seconds since each peer last acknowledged gossip",
             ),
             sled_bytes: registered(&mut r, "sled_size_bytes", "sled's size on disk"),
+            append_streams: registered(
+                &mut r,
+                "raft_append_streams_opened",
+                "AppendEntries streams leaders opened to this node; each break (leader change, lost link) opens a new one",
+            ),
             registry: r,
             disk,
         }
@@ -167,6 +173,8 @@ impl Metrics {
         self.last_log_index.set(as_gauge(view.last_log_index));
         self.applied_index.set(as_gauge(view.applied_index));
         self.snapshot_index.set(as_gauge(view.snapshot_index));
+        let opened = node.append_streams_opened.load(std::sync::atomic::Ordering::Relaxed);
+        self.append_streams.inner().store(opened, std::sync::atomic::Ordering::Relaxed);
         self.gossip_pending.clear();
         self.gossip_since_ack.clear();
         for lag in &view.gossip {

@@ -107,6 +107,7 @@ impl RaftPeer for PeerService {
         request: Request<Streaming<Blob>>,
     ) -> Result<Response<Self::AppendStreamStream>, Status> {
         self.learn_cluster(&request).await?;
+        self.node.append_streams_opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let refused = Arc::new(Mutex::new(None));
         let requests = append_requests(request.into_inner(), refused.clone());
         let node = self.node.clone();

@@ -1,10 +1,11 @@
 //! The peer transport's client side: one cached tonic channel per peer, openraft messages as
 //! bincode inside a protobuf `Blob`.
 //!
-//! AppendEntries travel on one long-lived bidirectional stream per follower (`AppendStream`), so
-//! the leader sends new entries, or a new commit index, without waiting for the answer to the
-//! previous request: with one request in flight at a time, a write's entries waited behind the
-//! round trip that carried the previous write's commit.
+//! AppendEntries travel on long-lived bidirectional streams (`AppendStream`), so the leader sends
+//! new entries, or a new commit index, without waiting for the answer to the previous request: with
+//! one request in flight at a time, a write's entries waited behind the round trip that carried the
+//! previous write's commit. openraft starts a call per replication session and per heartbeat; a
+//! call that drains leaves its stream open for the next one (see [`Pipe`]).
 //!
 //! Channels are created lazily and reconnect by themselves, so a peer that is down costs a refused
 //! connection per attempt (openraft backs off on `Unreachable`), and a restarted peer is picked up
@@ -26,6 +27,7 @@ use openraft::raft::{
 use openraft::{OptionalSend, RaftNetworkFactory, RaftNetworkV2};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use super::identity::{ClusterIdentity, CLUSTER_METADATA, MISMATCH};
@@ -290,7 +292,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = Network;
 
     async fn new_client(&mut self, target: NodeId, node: &PeerNode) -> Network {
-        Network { clients: self.clients.clone(), target, addr: node.peer_addr.clone() }
+        Network { clients: self.clients.clone(), target, addr: node.peer_addr.clone(), idle: None }
     }
 }
 
@@ -298,6 +300,8 @@ pub struct Network {
     clients: PeerClients,
     target: NodeId,
     addr: String,
+    /// The stream the last call drained, kept for the next one.
+    idle: Option<Pipe>,
 }
 
 impl Network {
@@ -330,33 +334,59 @@ impl Network {
 /// one-client writes took the same time at 2 and 4, while 64-client throughput fell at 4).
 const APPEND_STREAM_DEPTH: usize = 2;
 
-/// The requests of one `AppendStream` that still wait for their answer, by when each was sent.
+/// The requests of one `AppendStream` that still wait for their answer, by when each was sent, and
+/// how the current call's requests ended.
 #[derive(Clone)]
 struct Unanswered {
     sent: Arc<Mutex<VecDeque<tokio::time::Instant>>>,
+    ending: Arc<Mutex<Option<Ending>>>,
+    /// Wakes the answer reader when a request went out or the requests ended.
     added: Arc<tokio::sync::Notify>,
     room: Arc<tokio::sync::Semaphore>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Ending {
+    /// openraft's requests are over: the stream may carry the next call's.
+    Drained,
+    /// Cut short (a cut link, a request that cannot be encoded): the stream is closed after the
+    /// answers owed, and openraft opens a new one.
+    Broken,
 }
 
 impl Unanswered {
     fn new() -> Self {
         Unanswered {
             sent: Arc::default(),
+            ending: Arc::default(),
             added: Arc::default(),
             room: Arc::new(tokio::sync::Semaphore::new(APPEND_STREAM_DEPTH)),
         }
     }
 
-    /// Waits until fewer than the allowed number of requests are unanswered.
-    async fn room(&self) {
-        if let Ok(permit) = self.room.acquire().await {
-            permit.forget();
-        }
+    /// Waits until fewer than the allowed number of requests are unanswered; the slot is taken
+    /// when the permit is forgotten, and handed back if it is dropped.
+    async fn room(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.room.acquire().await.ok()
     }
 
     fn sent(&self) {
         self.sent.lock().unwrap_or_else(|p| p.into_inner()).push_back(tokio::time::Instant::now());
         self.added.notify_one();
+    }
+
+    fn end(&self, ending: Ending) {
+        *self.ending.lock().unwrap_or_else(|p| p.into_inner()) = Some(ending);
+        self.added.notify_one();
+    }
+
+    fn ending(&self) -> Option<Ending> {
+        *self.ending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Readies a drained stream for the next call's requests.
+    fn restart(&self) {
+        *self.ending.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     fn oldest(&self) -> Option<tokio::time::Instant> {
@@ -369,45 +399,125 @@ impl Unanswered {
     }
 }
 
-/// What reading an `AppendStream`'s answers needs.
-struct Answers {
+/// One open `AppendStream` to a follower. A call whose requests drained and were all answered
+/// leaves it open for the next call: openraft sends every heartbeat as a one-request call, and
+/// opening a stream for each (a new HTTP/2 stream, a routed and authenticated call and a task on
+/// the follower) took about half of a LINEARIZABLE read's quorum round.
+struct Pipe {
+    requests: tokio::sync::mpsc::Sender<Blob>,
     replies: tonic::Streaming<Blob>,
     unanswered: Unanswered,
-    /// How long the oldest request may wait for its answer; an idle stream waits for ever.
-    ttl: Duration,
-    clients: PeerClients,
-    target: NodeId,
-    addr: String,
+    /// Cancelled when the pipe is dropped, which stops the current call's pump.
+    dropped: CancellationToken,
 }
 
-impl Answers {
-    /// The next answer, or why the stream is over; `None` when the follower closed it after
-    /// answering every request.
-    async fn next(&mut self) -> Option<Result<StreamAppendResult<TypeConfig>, CallError>> {
-        let failed = |reason: String| CallError::Failed { addr: self.addr.clone(), reason };
+/// Why reading an `AppendStream`'s answers stopped.
+enum Stop {
+    /// Every request of the call is answered and no more will come.
+    Drained,
+    /// The follower ended the stream, or the call's requests were cut short.
+    Closed,
+    Failed(CallError),
+}
+
+/// Moves one call's requests from openraft into a pipe, at most `APPEND_STREAM_DEPTH` unanswered.
+async fn pump<S>(mut input: S, pipe: PumpTo, clients: PeerClients, target: NodeId)
+where
+    S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>> + Unpin,
+{
+    let PumpTo { requests, unanswered, dropped } = pipe;
+    let ending = loop {
+        let next = tokio::select! {
+            // The stream is gone: the follower ended it, or openraft dropped its answers (blocked
+            // for room no answer will free, the pump would otherwise hold the stream open).
+            _ = requests.closed() => break Ending::Broken,
+            _ = dropped.cancelled() => break Ending::Broken,
+            next = async {
+                let slot = unanswered.room().await;
+                input.next().await.map(|request| (request, slot))
+            } => next,
+        };
+        // A call that ends hands its slot back: the stream is drained for the next call.
+        let Some((request, slot)) = next else { break Ending::Drained };
+        if let Some(slot) = slot {
+            slot.forget();
+        }
+        if clients.cut_off(clients.me, target, "").is_some() {
+            break Ending::Broken;
+        }
+        let Ok(blob) =
+            to_blob(&request).inspect_err(|e| tracing::error!(target, "cannot encode an append request: {e}"))
+        else {
+            break Ending::Broken;
+        };
+        unanswered.sent();
+        if requests.send(blob).await.is_err() {
+            break Ending::Broken;
+        }
+    };
+    unanswered.end(ending);
+}
+
+/// What a pump needs of its pipe.
+struct PumpTo {
+    requests: tokio::sync::mpsc::Sender<Blob>,
+    unanswered: Unanswered,
+    dropped: CancellationToken,
+}
+
+impl Pipe {
+    fn pump_to(&self) -> PumpTo {
+        PumpTo { requests: self.requests.clone(), unanswered: self.unanswered.clone(), dropped: self.dropped.clone() }
+    }
+}
+
+impl Drop for Pipe {
+    fn drop(&mut self) {
+        self.dropped.cancel();
+    }
+}
+
+impl Network {
+    async fn open_pipe(&self, ttl: Duration) -> Result<Pipe, CallError> {
+        let (requests, queued) = tokio::sync::mpsc::channel(APPEND_STREAM_DEPTH);
+        let request = self.clients.stamped(tokio_stream::wrappers::ReceiverStream::new(queued));
+        // Opening the stream is a call like any other: the same cut links, deadline, refusal
+        // logging and failure classes.
+        let replies = self
+            .clients
+            .call(self.target, &self.addr, ttl, |mut c| async move { c.append_stream(request).await })
+            .await?;
+        Ok(Pipe { requests, replies, unanswered: Unanswered::new(), dropped: CancellationToken::new() })
+    }
+
+    /// The next answer on `pipe` for the current call, with a deadline while a request waits.
+    async fn answer(&self, pipe: &mut Pipe, ttl: Duration) -> Result<StreamAppendResult<TypeConfig>, Stop> {
+        let failed = |reason: String| Stop::Failed(CallError::Failed { addr: self.addr.clone(), reason });
         let reply = loop {
-            match self.unanswered.oldest() {
-                Some(sent) => match tokio::time::timeout_at(sent + self.ttl, self.replies.message()).await {
+            match (pipe.unanswered.oldest(), pipe.unanswered.ending()) {
+                (Some(sent), _) => match tokio::time::timeout_at(sent + ttl, pipe.replies.message()).await {
                     Ok(reply) => break reply,
-                    Err(_) => return Some(Err(failed(format!("no answer within {:?}", self.ttl)))),
+                    Err(_) => return Err(failed(format!("no answer within {ttl:?}"))),
                 },
-                None => tokio::select! {
-                    reply = self.replies.message() => break reply,
-                    // A request went out: wait for its answer with a deadline.
-                    _ = self.unanswered.added.notified() => continue,
+                (None, Some(Ending::Drained)) => return Err(Stop::Drained),
+                (None, Some(Ending::Broken)) => return Err(Stop::Closed),
+                (None, None) => tokio::select! {
+                    reply = pipe.replies.message() => break reply,
+                    // A request went out, or the requests ended.
+                    _ = pipe.unanswered.added.notified() => continue,
                 },
             }
         };
         match reply {
             Ok(Some(blob)) => {
                 if let Some(cut) = self.clients.cut_off(self.target, self.clients.me, &self.addr) {
-                    return Some(Err(cut));
+                    return Err(Stop::Failed(cut));
                 }
-                self.unanswered.answered();
-                Some(from_blob(&blob).map_err(|e| failed(format!("undecodable answer: {e}"))))
+                pipe.unanswered.answered();
+                from_blob(&blob).map_err(|e| failed(format!("undecodable answer: {e}")))
             }
-            Ok(None) => None,
-            Err(status) => Some(Err(classify(&self.addr, &status))),
+            Ok(None) => Err(Stop::Closed),
+            Err(status) => Err(Stop::Failed(classify(&self.addr, &status))),
         }
     }
 }
@@ -443,42 +553,24 @@ impl RaftNetworkV2<TypeConfig> for Network {
         S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
     {
         Box::pin(async move {
-            let (clients, target, addr) = (self.clients.clone(), self.target, self.addr.clone());
-            let unanswered = Unanswered::new();
-            let requests = {
-                let (clients, unanswered) = (clients.clone(), unanswered.clone());
-                // Ending the requests early (a cut link, an entry that cannot be encoded) ends the
-                // answers early too, and openraft starts a new stream.
-                futures::stream::unfold(input, move |mut input| {
-                    let (clients, unanswered) = (clients.clone(), unanswered.clone());
-                    async move {
-                        unanswered.room().await;
-                        let request = input.next().await?;
-                        if clients.cut_off(clients.me, target, "").is_some() {
-                            return None;
-                        }
-                        let blob = to_blob(&request)
-                            .inspect_err(|e| tracing::error!(target, "cannot encode an append request: {e}"))
-                            .ok()?;
-                        unanswered.sent();
-                        Some((blob, input))
-                    }
-                })
-            };
             let ttl = option.soft_ttl();
-            // Opening the stream is a call like any other: the same cut links, deadline, refusal
-            // logging and failure classes.
-            let request = clients.stamped(requests);
-            let replies = clients
-                .call(target, &addr, ttl, |mut c| async move { c.append_stream(request).await })
-                .await
-                .map_err(rpc_error)?;
-            let answers = Answers { replies, unanswered, ttl, clients, target, addr };
-            let answers = futures::stream::unfold(Some(answers), |answers| async move {
-                let mut answers = answers?;
-                match answers.next().await? {
-                    Ok(answer) => Some((Ok(answer), Some(answers))),
-                    Err(e) => Some((Err(rpc_error(e)), None)),
+            let pipe = match self.idle.take() {
+                Some(pipe) if !pipe.requests.is_closed() => pipe,
+                _ => self.open_pipe(ttl).await.map_err(rpc_error)?,
+            };
+            pipe.unanswered.restart();
+            let (clients, target) = (self.clients.clone(), self.target);
+            tokio::spawn(pump(input, pipe.pump_to(), clients, target));
+            let answers = futures::stream::unfold(Some((self, pipe)), move |state| async move {
+                let (network, mut pipe) = state?;
+                match network.answer(&mut pipe, ttl).await {
+                    Ok(answer) => Some((Ok(answer), Some((network, pipe)))),
+                    Err(Stop::Drained) => {
+                        network.idle = Some(pipe);
+                        None
+                    }
+                    Err(Stop::Closed) => None,
+                    Err(Stop::Failed(e)) => Some((Err(rpc_error(e)), None)),
                 }
             });
             Ok(answers.boxed())
