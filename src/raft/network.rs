@@ -27,7 +27,6 @@ use openraft::raft::{
 use openraft::{OptionalSend, RaftNetworkFactory, RaftNetworkV2};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use super::identity::{ClusterIdentity, CLUSTER_METADATA, MISMATCH};
@@ -334,71 +333,6 @@ impl Network {
 /// one-client writes took the same time at 2 and 4, while 64-client throughput fell at 4).
 const APPEND_STREAM_DEPTH: usize = 2;
 
-/// The requests of one `AppendStream` that still wait for their answer, by when each was sent, and
-/// how the current call's requests ended.
-#[derive(Clone)]
-struct Unanswered {
-    sent: Arc<Mutex<VecDeque<tokio::time::Instant>>>,
-    ending: Arc<Mutex<Option<Ending>>>,
-    /// Wakes the answer reader when a request went out or the requests ended.
-    added: Arc<tokio::sync::Notify>,
-    room: Arc<tokio::sync::Semaphore>,
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum Ending {
-    /// openraft's requests are over: the stream may carry the next call's.
-    Drained,
-    /// Cut short (a cut link, a request that cannot be encoded): the stream is closed after the
-    /// answers owed, and openraft opens a new one.
-    Broken,
-}
-
-impl Unanswered {
-    fn new() -> Self {
-        Unanswered {
-            sent: Arc::default(),
-            ending: Arc::default(),
-            added: Arc::default(),
-            room: Arc::new(tokio::sync::Semaphore::new(APPEND_STREAM_DEPTH)),
-        }
-    }
-
-    /// Waits until fewer than the allowed number of requests are unanswered; the slot is taken
-    /// when the permit is forgotten, and handed back if it is dropped.
-    async fn room(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
-        self.room.acquire().await.ok()
-    }
-
-    fn sent(&self) {
-        self.sent.lock().unwrap_or_else(|p| p.into_inner()).push_back(tokio::time::Instant::now());
-        self.added.notify_one();
-    }
-
-    fn end(&self, ending: Ending) {
-        *self.ending.lock().unwrap_or_else(|p| p.into_inner()) = Some(ending);
-        self.added.notify_one();
-    }
-
-    fn ending(&self) -> Option<Ending> {
-        *self.ending.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Readies a drained stream for the next call's requests.
-    fn restart(&self) {
-        *self.ending.lock().unwrap_or_else(|p| p.into_inner()) = None;
-    }
-
-    fn oldest(&self) -> Option<tokio::time::Instant> {
-        self.sent.lock().unwrap_or_else(|p| p.into_inner()).front().copied()
-    }
-
-    fn answered(&self) {
-        self.sent.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
-        self.room.add_permits(1);
-    }
-}
-
 /// One open `AppendStream` to a follower. A call whose requests drained and were all answered
 /// leaves it open for the next call: openraft sends every heartbeat as a one-request call, and
 /// opening a stream for each (a new HTTP/2 stream, a routed and authenticated call and a task on
@@ -406,75 +340,30 @@ impl Unanswered {
 struct Pipe {
     requests: tokio::sync::mpsc::Sender<Blob>,
     replies: tonic::Streaming<Blob>,
-    unanswered: Unanswered,
-    /// Cancelled when the pipe is dropped, which stops the current call's pump.
-    dropped: CancellationToken,
+}
+
+/// One `stream_append` call on a pipe: openraft's requests and when each unanswered one was sent.
+///
+/// The requests are read by whoever reads the answers (openraft's replication and heartbeat tasks
+/// poll them without pause), so a request goes from openraft's task straight into the HTTP/2
+/// stream, with no task of its own in between.
+struct Call<S> {
+    input: S,
+    /// No more requests: openraft ended them, or they were cut short (`broken`).
+    input_over: bool,
+    /// Cut short by a cut link or a request that cannot be encoded: the pipe is closed after the
+    /// answers owed, and openraft opens a new one.
+    broken: bool,
+    sent: VecDeque<tokio::time::Instant>,
 }
 
 /// Why reading an `AppendStream`'s answers stopped.
 enum Stop {
-    /// Every request of the call is answered and no more will come.
+    /// Every request of the call is answered and no more will come: the pipe may be reused.
     Drained,
     /// The follower ended the stream, or the call's requests were cut short.
     Closed,
     Failed(CallError),
-}
-
-/// Moves one call's requests from openraft into a pipe, at most `APPEND_STREAM_DEPTH` unanswered.
-async fn pump<S>(mut input: S, pipe: PumpTo, clients: PeerClients, target: NodeId)
-where
-    S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>> + Unpin,
-{
-    let PumpTo { requests, unanswered, dropped } = pipe;
-    let ending = loop {
-        let next = tokio::select! {
-            // The stream is gone: the follower ended it, or openraft dropped its answers (blocked
-            // for room no answer will free, the pump would otherwise hold the stream open).
-            _ = requests.closed() => break Ending::Broken,
-            _ = dropped.cancelled() => break Ending::Broken,
-            next = async {
-                let slot = unanswered.room().await;
-                input.next().await.map(|request| (request, slot))
-            } => next,
-        };
-        // A call that ends hands its slot back: the stream is drained for the next call.
-        let Some((request, slot)) = next else { break Ending::Drained };
-        if let Some(slot) = slot {
-            slot.forget();
-        }
-        if clients.cut_off(clients.me, target, "").is_some() {
-            break Ending::Broken;
-        }
-        let Ok(blob) =
-            to_blob(&request).inspect_err(|e| tracing::error!(target, "cannot encode an append request: {e}"))
-        else {
-            break Ending::Broken;
-        };
-        unanswered.sent();
-        if requests.send(blob).await.is_err() {
-            break Ending::Broken;
-        }
-    };
-    unanswered.end(ending);
-}
-
-/// What a pump needs of its pipe.
-struct PumpTo {
-    requests: tokio::sync::mpsc::Sender<Blob>,
-    unanswered: Unanswered,
-    dropped: CancellationToken,
-}
-
-impl Pipe {
-    fn pump_to(&self) -> PumpTo {
-        PumpTo { requests: self.requests.clone(), unanswered: self.unanswered.clone(), dropped: self.dropped.clone() }
-    }
-}
-
-impl Drop for Pipe {
-    fn drop(&mut self) {
-        self.dropped.cancel();
-    }
 }
 
 impl Network {
@@ -487,25 +376,50 @@ impl Network {
             .clients
             .call(self.target, &self.addr, ttl, |mut c| async move { c.append_stream(request).await })
             .await?;
-        Ok(Pipe { requests, replies, unanswered: Unanswered::new(), dropped: CancellationToken::new() })
+        Ok(Pipe { requests, replies })
     }
 
-    /// The next answer on `pipe` for the current call, with a deadline while a request waits.
-    async fn answer(&self, pipe: &mut Pipe, ttl: Duration) -> Result<StreamAppendResult<TypeConfig>, Stop> {
+    /// Sends the call's requests while fewer than `APPEND_STREAM_DEPTH` are unanswered, and
+    /// returns the next answer, with a deadline while a request waits for one.
+    async fn answer<S>(
+        &self,
+        pipe: &mut Pipe,
+        call: &mut Call<S>,
+        ttl: Duration,
+    ) -> Result<StreamAppendResult<TypeConfig>, Stop>
+    where
+        S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>> + Unpin,
+    {
         let failed = |reason: String| Stop::Failed(CallError::Failed { addr: self.addr.clone(), reason });
         let reply = loop {
-            match (pipe.unanswered.oldest(), pipe.unanswered.ending()) {
-                (Some(sent), _) => match tokio::time::timeout_at(sent + ttl, pipe.replies.message()).await {
-                    Ok(reply) => break reply,
-                    Err(_) => return Err(failed(format!("no answer within {ttl:?}"))),
-                },
-                (None, Some(Ending::Drained)) => return Err(Stop::Drained),
-                (None, Some(Ending::Broken)) => return Err(Stop::Closed),
-                (None, None) => tokio::select! {
-                    reply = pipe.replies.message() => break reply,
-                    // A request went out, or the requests ended.
-                    _ = pipe.unanswered.added.notified() => continue,
-                },
+            if call.input_over && call.sent.is_empty() {
+                return Err(if call.broken { Stop::Closed } else { Stop::Drained });
+            }
+            let room = !call.input_over && call.sent.len() < APPEND_STREAM_DEPTH;
+            // An idle stream waits for ever; a request waits for its answer until the deadline.
+            let deadline = call.sent.front().map(|sent| *sent + ttl);
+            tokio::select! {
+                reply = pipe.replies.message() => break reply,
+                next = call.input.next(), if room => {
+                    let Some(request) = next else {
+                        call.input_over = true;
+                        continue;
+                    };
+                    let blob = match self.clients.cut_off(self.clients.me, self.target, "") {
+                        Some(_) => None,
+                        None => to_blob(&request)
+                            .inspect_err(|e| tracing::error!(self.target, "cannot encode an append request: {e}"))
+                            .ok(),
+                    };
+                    // The channel holds APPEND_STREAM_DEPTH, so it is full only if the stream is gone.
+                    match blob.map(|blob| pipe.requests.try_send(blob)) {
+                        Some(Ok(())) => call.sent.push_back(tokio::time::Instant::now()),
+                        _ => (call.input_over, call.broken) = (true, true),
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
+                    return Err(failed(format!("no answer within {ttl:?}")));
+                }
             }
         };
         match reply {
@@ -513,7 +427,7 @@ impl Network {
                 if let Some(cut) = self.clients.cut_off(self.target, self.clients.me, &self.addr) {
                     return Err(Stop::Failed(cut));
                 }
-                pipe.unanswered.answered();
+                call.sent.pop_front();
                 from_blob(&blob).map_err(|e| failed(format!("undecodable answer: {e}")))
             }
             Ok(None) => Err(Stop::Closed),
@@ -558,13 +472,11 @@ impl RaftNetworkV2<TypeConfig> for Network {
                 Some(pipe) if !pipe.requests.is_closed() => pipe,
                 _ => self.open_pipe(ttl).await.map_err(rpc_error)?,
             };
-            pipe.unanswered.restart();
-            let (clients, target) = (self.clients.clone(), self.target);
-            tokio::spawn(pump(input, pipe.pump_to(), clients, target));
-            let answers = futures::stream::unfold(Some((self, pipe)), move |state| async move {
-                let (network, mut pipe) = state?;
-                match network.answer(&mut pipe, ttl).await {
-                    Ok(answer) => Some((Ok(answer), Some((network, pipe)))),
+            let call = Call { input, input_over: false, broken: false, sent: VecDeque::new() };
+            let answers = futures::stream::unfold(Some((self, pipe, call)), move |state| async move {
+                let (network, mut pipe, mut call) = state?;
+                match network.answer(&mut pipe, &mut call, ttl).await {
+                    Ok(answer) => Some((Ok(answer), Some((network, pipe, call)))),
                     Err(Stop::Drained) => {
                         network.idle = Some(pipe);
                         None
