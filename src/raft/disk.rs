@@ -38,6 +38,16 @@ impl Disk {
         self.db.open_tree(name).map_err(io_err)
     }
 
+    /// Removes a tree and its contents.
+    pub fn drop_tree(&self, name: &str) -> io::Result<()> {
+        self.db.drop_tree(name).map(|_| ()).map_err(io_err)
+    }
+
+    /// Flushes on this thread; only for start-up, before any other flush can run.
+    pub fn flush_now(&self) -> io::Result<()> {
+        self.db.flush().map(|_| ()).map_err(io_err)
+    }
+
     /// Bytes sled occupies on disk, for the metrics.
     pub fn size_on_disk(&self) -> io::Result<u64> {
         self.db.size_on_disk().map_err(io_err)
