@@ -461,13 +461,11 @@ impl Node {
     /// figures come from openraft's metrics, which can only lag towards an older acknowledgement,
     /// so they err towards declining; a declined read goes through openraft's LeaseRead.
     fn read_on_lease(&self, query: &Query) -> Option<ReadResult> {
+        // One reading of the metrics: the acknowledgement must belong to the term checked below.
         let (term, acked) = {
             let metrics = self.raft.metrics();
             let m = metrics.borrow_watched();
-            if !m.state.is_leader() || m.current_leader != Some(self.id) {
-                return None;
-            }
-            (m.current_term, m.last_quorum_acked?.into_inner())
+            (self.term_led(&m)?, m.last_quorum_acked?.into_inner())
         };
         let lease = Duration::from_millis(self.raft.config().election_timeout_max);
         if openraft::Instant::elapsed(&acked) >= lease {
@@ -481,8 +479,11 @@ impl Node {
 
     /// The term this node leads, if it is the leader.
     pub fn leader_term(&self) -> Option<u64> {
-        let metrics = self.raft.metrics();
-        let m = metrics.borrow_watched();
+        self.term_led(&self.raft.metrics().borrow_watched())
+    }
+
+    /// The term this node leads according to `m`, if it leads there.
+    fn term_led(&self, m: &openraft::RaftMetrics<crate::raft::TypeConfig>) -> Option<u64> {
         (m.current_leader == Some(self.id) && m.state.is_leader()).then_some(m.current_term)
     }
 

@@ -30,7 +30,11 @@ fn decode<T: DeserializeOwned>(request: Request<Blob>) -> Result<T, Status> {
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Response<Blob>, Status> {
-    to_blob(value).map(Response::new).map_err(|e| Status::internal(format!("cannot encode reply: {e}")))
+    reply_blob(value).map(Response::new)
+}
+
+fn reply_blob<T: Serialize>(value: &T) -> Result<Blob, Status> {
+    to_blob(value).map_err(|e| Status::internal(format!("cannot encode reply: {e}")))
 }
 
 fn stopped(e: impl std::fmt::Display) -> Status {
@@ -116,7 +120,7 @@ impl RaftPeer for PeerService {
             if !matches!(answer, Err(StreamAppendError::HigherVote(_))) {
                 node.touch_leader_contact();
             }
-            to_blob(&answer).map_err(|e| Status::internal(format!("cannot encode reply: {e}")))
+            reply_blob(&answer)
         });
         let refusal = futures::stream::once(async move { refused.lock().unwrap_or_else(|p| p.into_inner()).take() })
             .filter_map(|refusal| async move { refusal.map(Err) });
