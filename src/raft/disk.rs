@@ -69,3 +69,11 @@ impl Disk {
         Ok(())
     }
 }
+
+#[cfg(test)]
+impl Disk {
+    /// A database in `dir`, for unit tests.
+    pub(crate) fn at(dir: &std::path::Path) -> Self {
+        Disk::new(sled::Config::new().path(dir).open().expect("a test's sled database opens"))
+    }
+}

@@ -105,16 +105,12 @@ impl ClusterIdentity {
 mod tests {
     use super::*;
 
-    fn disk(dir: &std::path::Path) -> Disk {
-        Disk::new(sled::Config::new().path(dir).open().expect("sled"))
-    }
-
     #[tokio::test]
     async fn an_id_is_kept_adopted_once_and_checked() {
         let dir = tempfile::tempdir().expect("temp dir");
         let ours = "0123456789abcdef0123456789abcdef";
         {
-            let identity = ClusterIdentity::open(&disk(dir.path())).expect("open");
+            let identity = ClusterIdentity::open(&Disk::at(dir.path())).expect("open");
             assert_eq!(identity.get(), None);
             assert!(identity.check(Some(ours)).is_ok(), "a node without an id accepts anyone");
             identity.adopt(Some("not-an-id")).await.expect("ignored");
@@ -126,7 +122,7 @@ mod tests {
             let refusal = identity.check(Some("fedcba9876543210fedcba9876543210")).unwrap_err();
             assert!(refusal.starts_with(MISMATCH) && refusal.contains(ours), "{refusal}");
         }
-        let reopened = ClusterIdentity::open(&disk(dir.path())).expect("reopen");
+        let reopened = ClusterIdentity::open(&Disk::at(dir.path())).expect("reopen");
         assert_eq!(reopened.get().as_deref(), Some(ours), "the id survives a restart");
         assert_eq!(&*reopened.create().await.expect("create"), ours, "create keeps an existing id");
     }
@@ -134,8 +130,8 @@ mod tests {
     #[tokio::test]
     async fn created_ids_are_well_formed_and_differ() {
         let (a, b) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
-        let first = ClusterIdentity::open(&disk(a.path())).expect("open").create().await.expect("create");
-        let second = ClusterIdentity::open(&disk(b.path())).expect("open").create().await.expect("create");
+        let first = ClusterIdentity::open(&Disk::at(a.path())).expect("open").create().await.expect("create");
+        let second = ClusterIdentity::open(&Disk::at(b.path())).expect("open").create().await.expect("create");
         assert!(well_formed(&first) && well_formed(&second), "{first} {second}");
         assert_ne!(first, second);
     }

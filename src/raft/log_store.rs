@@ -291,18 +291,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // The purge point is recorded first, so a crash midway leaves entries that are merely
         // redundant, never a gap that the state claims to cover.
         self.put_meta(MetaKey::LastPurged, &log_id)?;
-        self.kept_from.fetch_max(log_id.index + 1, Ordering::SeqCst);
+        let kept_from = log_id.index + 1;
+        self.kept_from.fetch_max(kept_from, Ordering::SeqCst);
         // Whole runs, from the start forwards, so a crash midway leaves a log that is still
         // contiguous. A run ends where the next begins; the run the purge point falls in stays
         // until a later purge passes it (reads never ask below the purge point).
         let starts: Vec<u64> = self
             .log
-            .range(..=index_key(log_id.index.saturating_add(1)))
+            .range(..=index_key(kept_from))
             .keys()
             .map(|key| key_index(&key.map_err(io_err)?))
             .collect::<io::Result<_>>()?;
         for pair in starts.windows(2) {
-            if pair[1] <= log_id.index.saturating_add(1) {
+            if pair[1] <= kept_from {
                 self.log.remove(index_key(pair[0])).map_err(io_err)?;
             }
         }
@@ -316,23 +317,19 @@ mod tests {
 
     use super::*;
 
-    fn disk(dir: &std::path::Path) -> Disk {
-        Disk::new(sled::Config::new().path(dir).open().expect("sled"))
-    }
-
     #[tokio::test]
     async fn a_log_stored_entry_per_key_is_rewritten_as_runs() {
         let dir = tempfile::tempdir().expect("temp dir");
         let old: Vec<Entry> = (1..=3).map(|i| blank_ent::<TypeConfig>(1, 1, i)).collect();
         {
-            let disk = disk(dir.path());
+            let disk = Disk::at(dir.path());
             let tree = disk.open_tree("log").expect("old tree");
             for entry in &old {
                 tree.insert(index_key(entry.log_id.index), encode(entry).expect("encode")).expect("insert");
             }
             disk.flush_now().expect("flush");
         }
-        let disk = disk(dir.path());
+        let disk = Disk::at(dir.path());
         let mut store = LogStore::open(&disk).expect("open");
         assert_eq!(store.try_get_log_entries(0..10).await.expect("read"), old);
         assert_eq!(store.get_log_state().await.expect("state").last_log_id, Some(old[2].log_id));
@@ -342,7 +339,7 @@ mod tests {
     #[tokio::test]
     async fn runs_are_cut_and_purged_at_any_index() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let disk = disk(dir.path());
+        let disk = Disk::at(dir.path());
         let mut store = LogStore::open(&disk).expect("open");
         for run in [1..4, 4..8, 8..10] {
             store.append(run.map(|i| blank_ent::<TypeConfig>(1, 1, i)), IOFlushed::noop()).await.expect("append");
