@@ -197,7 +197,9 @@ impl Metrics {
 
     /// Counts leader changes as this node sees them, until `stop`.
     pub async fn count_leader_changes(self: Arc<Self>, node: Arc<Node>, stop: CancellationToken) {
-        let mut metrics = node.raft.metrics();
+        // The server metrics change with the vote and the leader only; the full metrics change on
+        // every commit, and watching those woke this task for every write.
+        let mut metrics = node.raft.server_metrics();
         let mut last = metrics.borrow_watched().current_leader;
         loop {
             tokio::select! {
