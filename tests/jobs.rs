@@ -122,8 +122,8 @@ async fn the_sweepers_follow_the_leader_and_tow_each_car_once() {
 /// 1. in-process cluster, jobs every 100 ms; cars enter a lot with a 1.5 s limit; 2. the leader is
 /// isolated before they overstay: it still believes it leads and keeps its jobs, while the majority
 /// elects a new leader whose jobs start too; 3. the cars overstay: only the majority's leader tows
-/// them, in its own term; 4. after the heal the old leader drops its jobs, and every node holds the
-/// same tows, each car once, none in the old term.
+/// them, in its own term (or a later one, if the majority elects again); 4. after the heal the old
+/// leader drops its jobs, and every node holds the same tows, each car once, none in the old term.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_isolated_old_leader_keeps_its_jobs_but_cannot_tow() {
     let cluster = LocalCluster::start(3, &["--job-interval", "100ms"]).await;
@@ -146,9 +146,13 @@ async fn an_isolated_old_leader_keeps_its_jobs_but_cannot_tow() {
     let stale = cluster.status(old).await.expect("the isolated node answers its clients");
     let stale_jobs: Vec<_> = stale.jobs.iter().filter(|j| j.node_id == old).map(|j| (j.name.clone(), j.term)).collect();
 
+    // The majority may hold another election before the cars overstay (a missed heartbeat on a busy
+    // machine): a later term of the majority's is as good. What must never happen is a tow in the
+    // isolated leader's term, or a car towed twice.
     let tows = towed(&cluster.parking(new), &plates).await;
     for plate in &plates {
-        assert_eq!(tows[plate].iter().map(|t| t.0).collect::<Vec<_>>(), vec![term2], "{plate}: {tows:?}");
+        let terms: Vec<u64> = tows[plate].iter().map(|t| t.0).collect();
+        assert!(terms.len() == 1 && terms[0] >= term2, "{plate} towed once, from term {term2} on: {tows:?}");
     }
     cluster.heal();
     let expected = lot(cluster.parking(new), ReadConsistency::Linearizable).await.expect("lot").tows;
@@ -164,10 +168,11 @@ async fn an_isolated_old_leader_keeps_its_jobs_but_cannot_tow() {
         s.jobs.iter().all(|j| j.node_id != old).then_some(())
     })
     .await;
-    assert!(expected.iter().all(|t| t.term == term2), "a tow in another term: {expected:?}");
+    assert!(expected.iter().all(|t| t.term >= term2), "a tow in the isolated leader's term: {expected:?}");
+    let tow_terms: std::collections::BTreeSet<u64> = expected.iter().map(|t| t.term).collect();
     println!(
-        "while isolated, node {old} still listed {stale_jobs:?} (term {term1}); node {new} (term {term2}) \
-         towed all {} cars, each once",
+        "while isolated, node {old} still listed {stale_jobs:?} (term {term1}); the majority (node {new} \
+         leading from term {term2}) towed all {} cars, each once, in terms {tow_terms:?}",
         plates.len()
     );
     cluster.stop().await;
