@@ -140,7 +140,15 @@ const FORWARD_CALLS: usize = 2;
 /// The most requests one `Forward` call carries.
 const FORWARD_BATCH: usize = 512;
 
-type Forwarder = Batcher<Envelope, Attempt>;
+/// A request waiting to be forwarded, with its client's deadline. The envelope's remaining time is
+/// taken when its call is sent, not when it was queued: a request that waited for a call slot behind
+/// a stalled link must not get a fresh full deadline on top of the wait.
+struct Queued {
+    request: Forwarded,
+    deadline: tokio::time::Instant,
+}
+
+type Forwarder = Batcher<Queued, Attempt>;
 
 /// One node's view of itself, as `Cluster/Status` and the peer `NodeInfo` RPC report it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -356,21 +364,20 @@ impl Node {
         let Some(member) = self.member(leader) else {
             return Attempt::Retry(self.not_leader(Some(leader)));
         };
-        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         let lane = match &request {
             Forwarded::Write { .. } => Some(Lane::Write),
             Forwarded::Read { .. } => Some(Lane::Read),
             Forwarded::Member(_) => None,
         };
-        let envelope = Envelope { request, timeout_ms: remaining.as_millis() as u64 };
+        let queued = Queued { request, deadline };
         let answer = match lane {
-            Some(lane) => self.forwarder(leader, member.peer_addr, lane).call(envelope).await,
+            Some(lane) => self.forwarder(leader, member.peer_addr, lane).call(queued).await,
             None => {
                 let hint = self.leader_hint(Some(leader));
-                send_forwards(self.peers.clone(), leader, member.peer_addr, hint, vec![envelope]).await.pop()
+                send_forwards(self.peers.clone(), leader, member.peer_addr, hint, vec![queued]).await.pop()
             }
         };
-        answer.unwrap_or_else(|| Attempt::Done(Err(Error::internal("the leader answered a forwarded batch short"))))
+        answer.unwrap_or_else(answered_short)
     }
 
     fn forwarder(&self, leader: NodeId, addr: String, lane: Lane) -> Arc<Forwarder> {
@@ -380,7 +387,7 @@ impl Node {
             return forwarder.clone();
         }
         let (peers, addr, hint) = (self.peers.clone(), key.1.clone(), self.leader_hint(Some(leader)));
-        let send: crate::batch::SendBatch<Envelope, Attempt> =
+        let send: crate::batch::SendBatch<Queued, Attempt> =
             Box::new(move |batch| Box::pin(send_forwards(peers.clone(), leader, addr.clone(), hint.clone(), batch)));
         let forwarder = Arc::new(Batcher::new(FORWARD_CALLS, FORWARD_BATCH, send));
         forwarders.insert(key, forwarder.clone());
@@ -1014,12 +1021,45 @@ impl Listeners {
     }
 }
 
-/// Sends a batch of forwarded requests to the leader in one call and answers each of them.
+/// Sends a batch of forwarded requests to the leader in one call and answers each of them. A
+/// request whose deadline passed while it waited for the call is not sent: it is answered as
+/// certainly not executed, and its caller gives up with UNAVAILABLE.
 async fn send_forwards(
     peers: PeerClients,
     leader: NodeId,
     addr: String,
     hint: Option<LeaderHint>,
+    queued: Vec<Queued>,
+) -> Vec<Attempt> {
+    let now = tokio::time::Instant::now();
+    let mut answers: Vec<Option<Attempt>> = Vec::with_capacity(queued.len());
+    let mut envelopes = Vec::with_capacity(queued.len());
+    for Queued { request, deadline } in queued {
+        let remaining = deadline.saturating_duration_since(now);
+        if remaining.is_zero() {
+            let reason = format!("the deadline passed before the request could be sent to leader {leader}");
+            answers.push(Some(Attempt::Retry(Error::unavailable(reason, None))));
+        } else {
+            answers.push(None);
+            envelopes.push(Envelope { request, timeout_ms: remaining.as_millis() as u64 });
+        }
+    }
+    let sent =
+        if envelopes.is_empty() { Vec::new() } else { call_forward(&peers, leader, &addr, &hint, envelopes).await };
+    let mut sent = sent.into_iter();
+    answers.into_iter().map(|a| a.or_else(|| sent.next()).unwrap_or_else(answered_short)).collect()
+}
+
+fn answered_short() -> Attempt {
+    Attempt::Done(Err(Error::internal("the leader answered a forwarded batch short")))
+}
+
+/// One `Forward` call carrying `envelopes`; one attempt per envelope, in order.
+async fn call_forward(
+    peers: &PeerClients,
+    leader: NodeId,
+    addr: &str,
+    hint: &Option<LeaderHint>,
     envelopes: Vec<Envelope>,
 ) -> Vec<Attempt> {
     let count = envelopes.len();
@@ -1030,7 +1070,7 @@ async fn send_forwards(
         Err(e) => return each(&|| Attempt::Done(Err(Error::internal(&e)))),
     };
     let request = peers.request(blob, timeout);
-    match peers.call(leader, &addr, timeout, |mut c| async move { c.forward(request).await }).await {
+    match peers.call(leader, addr, timeout, |mut c| async move { c.forward(request).await }).await {
         Ok(reply) => match from_blob::<Vec<Result<ForwardedReply>>>(&reply) {
             Ok(results) if results.len() == count => results
                 .into_iter()
@@ -1239,5 +1279,44 @@ pub async fn run(
         Some((which, Ok(Ok(())))) => anyhow::bail!("{which} stopped unexpectedly"),
         Some((which, Ok(Err(e)))) => Err(e.context(format!("{which} failed"))),
         Some((which, Err(e))) => anyhow::bail!("{which} panicked: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::CounterName;
+
+    fn add_one(deadline: tokio::time::Instant) -> Queued {
+        let command = Command::Add { name: CounterName::parse("c").expect("name"), delta: 1 };
+        Queued { request: Forwarded::Write { command, request_id: None }, deadline }
+    }
+
+    /// A leader whose link swallows calls (it accepts the connection and never answers): the
+    /// request that waited in the queue until its deadline passed is refused without being sent,
+    /// and the live one is given only what is left of its own deadline, not a fresh one.
+    #[tokio::test]
+    async fn a_forward_gets_what_is_left_of_its_deadline() {
+        let silent = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = silent.local_addr().expect("addr").to_string();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let identity = Arc::new(ClusterIdentity::open(&Disk::at(dir.path())).expect("identity"));
+        let peers = PeerClients::new(1, None, None, identity, Faults::default());
+
+        let began = tokio::time::Instant::now();
+        let left = Duration::from_millis(300);
+        let queued = vec![add_one(began - Duration::from_millis(1)), add_one(began + left)];
+        let answers = send_forwards(peers, 2, addr, None, queued).await;
+        let waited = began.elapsed();
+
+        assert!(
+            matches!(&answers[0], Attempt::Retry(Error::Unavailable { reason, .. }) if reason.contains("deadline passed")),
+            "the expired request is refused as never sent"
+        );
+        assert!(
+            matches!(&answers[1], Attempt::Done(Err(Error::Unavailable { reason, .. })) if reason.contains("may or may not")),
+            "the sent request times out as possibly applied"
+        );
+        assert!(waited >= left && waited < left * 3, "the call waited {waited:?} on a {left:?} deadline");
     }
 }
