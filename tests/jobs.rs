@@ -54,9 +54,10 @@ async fn towed(parking: &ParkingClient<Channel>, plates: &[String]) -> BTreeMap<
 }
 
 /// 1. three nodes, jobs every 100 ms; Status lists both jobs on the leader, in its term; 2. five cars
-/// enter a lot with a 400 ms limit and are towed, each once, in that term; 3. SIGKILL the leader: the
-/// jobs resume on the new leader in its term (time printed); 4. five more cars are towed by the new
-/// leader's jobs; 5. the old leader restarts as a follower running no job and sees the same tows.
+/// enter a lot with a 400 ms limit and are towed, each once, in that term (or a later one, should
+/// a busy machine bring another election); 3. SIGKILL the leader: the jobs resume on the new leader
+/// in its term (time printed); 4. five more cars are towed, each once, from that term on; 5. the old
+/// leader restarts as a follower and sees the same tows, and only the leader runs jobs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sweepers_follow_the_leader_and_tow_each_car_once() {
     let mut cluster = TestCluster::start_with(3, &["--job-interval", "100ms"]).await;
@@ -73,9 +74,11 @@ async fn the_sweepers_follow_the_leader_and_tow_each_car_once() {
         enter(cluster.parking(cluster.ids()[i % 3]), plate).await;
     }
     let tows = towed(&cluster.parking(first), &batch1).await;
+    // A busy machine may cost a leader its heartbeats and bring another election before the cars
+    // overstay: a tow in a later term is as good. What must never happen is a car towed twice.
     for plate in &batch1 {
         assert_eq!(tows[plate].len(), 1, "{plate} towed more than once: {tows:?}");
-        assert_eq!(tows[plate][0].0, term1, "{plate} towed outside the leader's term");
+        assert!(tows[plate][0].0 >= term1, "{plate} towed before the leader's term: {tows:?}");
     }
 
     cluster.kill(first);
@@ -95,7 +98,7 @@ async fn the_sweepers_follow_the_leader_and_tow_each_car_once() {
     let tows = towed(&cluster.parking(second), &batch2).await;
     for plate in &batch2 {
         assert_eq!(tows[plate].len(), 1, "{plate} towed more than once: {tows:?}");
-        assert_eq!(tows[plate][0].0, term2, "{plate} towed outside the new leader's term");
+        assert!(tows[plate][0].0 >= term2, "{plate} towed in the killed leader's term: {tows:?}");
     }
     for plate in &batch1 {
         assert_eq!(tows[plate].len(), 1, "{plate} towed again after failover: {tows:?}");
@@ -111,7 +114,8 @@ async fn the_sweepers_follow_the_leader_and_tow_each_car_once() {
     })
     .await;
     let status = cluster.status(first).await.expect("status of the restarted node");
-    assert!(status.jobs.iter().all(|j| j.node_id == second), "jobs outside the leader: {:?}", status.jobs);
+    let leader = status.leader_id;
+    assert!(status.jobs.iter().all(|j| j.node_id == leader), "jobs outside leader {leader}: {:?}", status.jobs);
     println!(
         "jobs resumed on node {second} (term {term2}) {resumed:?} after SIGKILL of node {first} (term {term1}); \
          {} cars towed once each",
