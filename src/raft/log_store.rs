@@ -12,12 +12,16 @@
 //! That lets openraft send new entries to the followers while the leader's own flush runs
 //! (`broadcast_submitted_on_append`), so a commit costs one flush's time instead of two in a row.
 //! A vote or a truncation waits for the same queue, so nothing is reported out of order.
+//!
+//! The newest entries are also kept in memory (`tail`), because nearly every read is of them:
+//! replication sends what was just appended and the state machine applies what was just committed.
 
+use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
@@ -99,7 +103,15 @@ pub struct LogStore {
     /// The first index not purged. Reads start there: a purge leaves the run it falls in behind.
     kept_from: Arc<AtomicU64>,
     durable: mpsc::UnboundedSender<Durable>,
+    /// The newest entries, also in sled: replication and apply read what was just appended, and
+    /// serving them from memory spares a sled lookup and the decoding of a whole run to take a few
+    /// of its entries. Always a contiguous suffix of the log (or empty), so a read from an index it
+    /// holds can be answered from it alone.
+    tail: Arc<Mutex<VecDeque<Entry>>>,
 }
+
+/// The most entries the tail keeps: a few seconds of writes at full speed, a few hundred KiB.
+const TAIL_ENTRIES: usize = 4096;
 
 impl LogStore {
     /// Opens the trees and starts the flusher task (so it must be called inside a tokio runtime);
@@ -109,7 +121,8 @@ impl LogStore {
         migrate_entry_per_key(disk, &log)?;
         let (durable, queue) = mpsc::unbounded_channel();
         tokio::spawn(flusher(disk.clone(), queue));
-        let store = LogStore { log, meta: disk.open_tree("raft_meta")?, kept_from: Arc::default(), durable };
+        let meta = disk.open_tree("raft_meta")?;
+        let store = LogStore { log, meta, kept_from: Arc::default(), durable, tail: Arc::default() };
         let purged: Option<LogId> = store.get_meta(MetaKey::LastPurged)?;
         store.kept_from.store(purged.map_or(0, |id| id.index + 1), Ordering::SeqCst);
         Ok(store)
@@ -125,6 +138,22 @@ impl LogStore {
             let (key, value) = kv.map_err(io_err)?;
             Ok((key_index(&key)?, value.to_vec()))
         }))
+    }
+
+    fn tail(&self) -> MutexGuard<'_, VecDeque<Entry>> {
+        self.tail.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The entries from `from` on, up to `past`, if the tail holds `from`.
+    fn read_tail(&self, from: u64, past: impl Fn(u64) -> bool) -> Option<Vec<Entry>> {
+        let tail = self.tail();
+        let first = tail.front()?.log_id.index;
+        let last = tail.back()?.log_id.index;
+        if from < first || from > last {
+            return None;
+        }
+        let skip = usize::try_from(from - first).ok()?;
+        Some(tail.iter().skip(skip).take_while(|e| !past(e.log_id.index)).cloned().collect())
     }
 
     fn get_meta<T: DeserializeOwned>(&self, key: MetaKey) -> io::Result<Option<T>> {
@@ -190,6 +219,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(i) => index >= *i,
             Bound::Unbounded => false,
         };
+        if let Some(entries) = self.read_tail(from, past) {
+            return Ok(entries);
+        }
         let mut entries = Vec::new();
         for run in self.runs_from(from)? {
             let (start, bytes) = run?;
@@ -250,6 +282,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let run: Vec<Entry> = entries.into_iter().collect();
         if let Some(first) = run.first() {
             self.log.insert(index_key(first.log_id.index), encode(&run)?).map_err(io_err)?;
+            let mut tail = self.tail();
+            if tail.back().is_some_and(|last| last.log_id.index + 1 != first.log_id.index) {
+                tail.clear();
+            }
+            tail.extend(run);
+            let excess = tail.len().saturating_sub(TAIL_ENTRIES);
+            tail.drain(..excess);
         }
         // Protects the appended entries: the leader counts this node towards a quorum as soon as the
         // callback fires, so the flusher fires it only once they survive a crash.
@@ -263,6 +302,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> io::Result<()> {
         let from = last_log_id.map_or(0, |id| id.index + 1);
+        self.tail().retain(|e| e.log_id.index < from);
         // Whole runs from the end backwards, then the run the cut falls in is rewritten shorter, so
         // a crash midway leaves a shorter log, never a hole in it.
         let mut straddling = None;
@@ -293,6 +333,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.put_meta(MetaKey::LastPurged, &log_id)?;
         let kept_from = log_id.index + 1;
         self.kept_from.fetch_max(kept_from, Ordering::SeqCst);
+        self.tail().retain(|e| e.log_id.index >= kept_from);
         // Whole runs, from the start forwards, so a crash midway leaves a log that is still
         // contiguous. A run ends where the next begins; the run the purge point falls in stays
         // until a later purge passes it (reads never ask below the purge point).
@@ -336,6 +377,19 @@ mod tests {
         assert!(disk.open_tree("log").expect("tree").is_empty(), "the old tree is gone");
     }
 
+    fn indexes(entries: Vec<Entry>) -> Vec<u64> {
+        entries.iter().map(|e| e.log_id.index).collect()
+    }
+
+    /// What `store` answers for `range`, after checking that its tail and sled agree on it.
+    async fn read(store: &LogStore, range: std::ops::Range<u64>) -> Vec<u64> {
+        let from_tail = indexes(store.clone().try_get_log_entries(range.clone()).await.expect("read"));
+        let mut sled_only = LogStore { tail: Arc::default(), ..store.clone() };
+        let from_sled = indexes(sled_only.try_get_log_entries(range.clone()).await.expect("read"));
+        assert_eq!(from_tail, from_sled, "the tail and sled disagree on {range:?}");
+        from_tail
+    }
+
     #[tokio::test]
     async fn runs_are_cut_and_purged_at_any_index() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -345,24 +399,45 @@ mod tests {
             store.append(run.map(|i| blank_ent::<TypeConfig>(1, 1, i)), IOFlushed::noop()).await.expect("append");
         }
         store.flush().await.expect("flush");
-        let indexes = |entries: Vec<Entry>| entries.iter().map(|e| e.log_id.index).collect::<Vec<_>>();
-        assert_eq!(indexes(store.try_get_log_entries(2..9).await.expect("read")), (2..9).collect::<Vec<_>>());
+        assert_eq!(read(&store, 2..9).await, (2..9).collect::<Vec<_>>());
+        assert_eq!(read(&store, 0..100).await, (1..10).collect::<Vec<_>>());
 
         // The cut falls inside the second run: it is rewritten, the third removed.
         store.truncate_after(Some(blank_ent::<TypeConfig>(1, 1, 5).log_id)).await.expect("truncate");
-        assert_eq!(indexes(store.try_get_log_entries(0..100).await.expect("read")), vec![1, 2, 3, 4, 5]);
+        assert_eq!(read(&store, 0..100).await, vec![1, 2, 3, 4, 5]);
         assert_eq!(store.log.len(), 2);
+
+        // New entries after the cut continue the tail.
+        store.append((6..8).map(|i| blank_ent::<TypeConfig>(2, 1, i)), IOFlushed::noop()).await.expect("append");
+        assert_eq!(read(&store, 4..100).await, vec![4, 5, 6, 7]);
+        store.truncate_after(Some(blank_ent::<TypeConfig>(1, 1, 5).log_id)).await.expect("truncate");
 
         // The purge point falls inside the second run: the first goes, the second stays hidden below 5.
         store.purge(blank_ent::<TypeConfig>(1, 1, 4).log_id).await.expect("purge");
-        assert_eq!(indexes(store.try_get_log_entries(0..100).await.expect("read")), vec![5]);
+        assert_eq!(read(&store, 0..100).await, vec![5]);
         assert_eq!(store.log.len(), 1);
         let state = store.get_log_state().await.expect("state");
         assert_eq!(state.last_log_id.map(|id| id.index), Some(5));
 
         // Reopened, the purge point still hides the purged entries.
         drop(store);
-        let mut store = LogStore::open(&disk).expect("reopen");
-        assert_eq!(indexes(store.try_get_log_entries(0..100).await.expect("read")), vec![5]);
+        let store = LogStore::open(&disk).expect("reopen");
+        assert_eq!(read(&store, 0..100).await, vec![5]);
+    }
+
+    /// The tail keeps only the newest entries; a read that starts below it comes from sled whole.
+    #[tokio::test]
+    async fn the_tail_is_bounded_and_reads_below_it_come_from_sled() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut store = LogStore::open(&Disk::at(dir.path())).expect("open");
+        let last = TAIL_ENTRIES as u64 + 100;
+        for start in (1..=last).step_by(7) {
+            let run = (start..(start + 7).min(last + 1)).map(|i| blank_ent::<TypeConfig>(1, 1, i));
+            store.append(run, IOFlushed::noop()).await.expect("append");
+        }
+        assert_eq!(store.tail().len(), TAIL_ENTRIES);
+        assert_eq!(store.tail().front().map(|e| e.log_id.index), Some(last + 1 - TAIL_ENTRIES as u64));
+        assert_eq!(read(&store, 50..last + 1).await, (50..=last).collect::<Vec<_>>());
+        assert_eq!(read(&store, last - 3..last + 10).await, (last - 3..=last).collect::<Vec<_>>());
     }
 }
