@@ -149,3 +149,41 @@ fn the_quickstart_runs_as_documented() {
     assert!(ok && out.contains(r#""value": "2""#), "the value survives a restart:\n{out}");
     interrupt_and_wait(child);
 }
+
+/// A node that cannot start (here its client port is taken by another program) makes `raftlot
+/// cluster` fail, naming the node, instead of reporting the cluster up on the other two; and the
+/// nodes it did start are stopped with it.
+#[test]
+fn a_node_that_cannot_start_fails_the_cluster_command() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (client, peer, http) = free_bases();
+    let taken = TcpListener::bind(("127.0.0.1", client + 1)).expect("hold node 2's client port");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_raftlot"))
+        .args(["cluster", "--client-port", &client.to_string(), "--peer-port", &peer.to_string()])
+        .args(["--http-port", &http.to_string()])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn raftlot cluster");
+    // A command that wrongly reports the cluster up keeps running: stop it rather than hang.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while child.try_wait().expect("wait").is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("the command's output");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "the cluster command succeeded without node 2:\n{stdout}");
+    assert!(stderr.contains("node 2 exited during start-up"), "{stderr}");
+    assert!(!stdout.contains("nodes up"), "{stdout}");
+    drop(taken);
+    // Nodes 1 and 3 went with the command: their ports are free again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while ![client, client + 2, peer, peer + 2].iter().all(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok()) {
+        assert!(std::time::Instant::now() < deadline, "nodes 1 and 3 outlived the failed cluster command");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

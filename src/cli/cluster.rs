@@ -1,11 +1,11 @@
 //! `raftlot cluster`: starts `--nodes` separate `raftlot serve` processes on this machine, waits for
-//! a leader, prints how to reach and restart each node, and stops them all on Ctrl-C.
+//! every node to serve and agree on a leader, prints how to reach and restart each node, and stops them all on Ctrl-C.
 //!
 //! Each node is a real OS process with its own sled directory, so `kill -9 <pid>` is a real crash.
 //! A node that dies is reported, not restarted: the point is to watch failover and then restart it
 //! by hand with its printed command.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -103,7 +103,7 @@ pub async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
         nodes.push(Spawned { id: *id, child, command_line, client_addr: member.client_addr.clone() });
     }
 
-    let status = wait_for_leader(&mut nodes, Duration::from_secs(30)).await?;
+    let status = wait_for_cluster(&mut nodes, Duration::from_secs(30)).await?;
     out!("raftlot: {} nodes up, leader is node {} (term {})\n", nodes.len(), status.leader_id, status.term);
     out_raw!("{}", format_status(&status));
     out!("");
@@ -121,26 +121,41 @@ pub async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Polls every node's `Cluster/Status` until one reports a leader, failing fast if a node exits.
-async fn wait_for_leader(nodes: &mut [Spawned], limit: Duration) -> anyhow::Result<crate::pb::v1::StatusReply> {
+/// Polls every node's `Cluster/Status` until all of them answer and name the same leader, failing
+/// fast if a node exits: "N nodes up" must mean that every node serves, not that a majority elected
+/// a leader while one node failed (a port taken by another program, say). Returns the leader's view.
+async fn wait_for_cluster(nodes: &mut [Spawned], limit: Duration) -> anyhow::Result<crate::pb::v1::StatusReply> {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
+        let mut silent = Vec::new();
+        let mut leaders = BTreeSet::new();
+        let mut leader_view = None;
         for n in nodes.iter_mut() {
             if let Some(exit) = n.child.try_wait()? {
                 bail!("node {} exited during start-up ({exit}); see its node.log", n.id);
             }
             let endpoint = format!("http://{}", n.client_addr);
-            if let Ok(Ok(s)) =
-                tokio::time::timeout(Duration::from_millis(500), fetch_status(&endpoint, &ClientAccess::default()))
-                    .await
-            {
-                if s.leader_id != 0 {
-                    return Ok(s);
+            let access = ClientAccess::default();
+            let asked = tokio::time::timeout(Duration::from_millis(500), fetch_status(&endpoint, &access));
+            match asked.await {
+                Ok(Ok(s)) => {
+                    leaders.insert(s.leader_id);
+                    if s.leader_id == n.id {
+                        leader_view = Some(s);
+                    }
                 }
+                _ => silent.push(n.id),
             }
         }
+        let agreed = silent.is_empty() && leaders.len() == 1;
+        if let Some(view) = leader_view.filter(|_| agreed) {
+            return Ok(view);
+        }
         if tokio::time::Instant::now() >= deadline {
-            bail!("no leader elected within {limit:?}; see the nodes' node.log files");
+            if silent.is_empty() {
+                bail!("the nodes did not agree on a leader within {limit:?}; see the nodes' node.log files");
+            }
+            bail!("nodes {silent:?} did not answer within {limit:?}; see their node.log files");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
