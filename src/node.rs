@@ -987,10 +987,11 @@ pub struct Listeners {
 /// How long a node keeps trying a port that is in use before it gives up.
 const BIND_PATIENCE: Duration = Duration::from_secs(3);
 
-/// Binds `addr`, trying again for a few seconds while it is in use. A peer that dials this node's
+/// Binds `addr`, trying again for a few seconds while it is in use. A client that dials this node's
 /// port on loopback before the node is up can be handed that very port as its own source port (it
 /// lies in Linux's ephemeral range), connecting to itself and holding the port until it notices; a
-/// quickstart restart hit this.
+/// quickstart restart hit this. raftlot's own clients set SO_REUSEADDR (`api::connect_lazy`), which
+/// lets this bind succeed anyway; other programs' clients need the wait.
 async fn bind_patiently(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let give_up = tokio::time::Instant::now() + BIND_PATIENCE;
     loop {

@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use common::{grpcurl, have_grpcurl};
 
-/// Three consecutive free ports each for the client, peer and HTTP sides.
-fn free_bases() -> (u16, u16, u16) {
-    for base in (20_000u16..60_000).step_by(97) {
+/// Three consecutive free ports each for the client, peer and HTTP sides, searched from `from` on (the
+/// tests run at once, so each searches its own stretch).
+fn free_bases(from: u16) -> (u16, u16, u16) {
+    for base in (from..60_000).step_by(97) {
         let ok =
             [0, 10, 20].iter().all(|side| (0..3).all(|i| TcpListener::bind(("127.0.0.1", base + side + i)).is_ok()));
         if ok {
@@ -84,7 +85,7 @@ fn interrupt_and_wait(mut child: Child) {
 fn the_quickstart_runs_as_documented() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
-    let ports = free_bases();
+    let ports = free_bases(20_000);
     let client = ports.0;
     let (child, printed) = start_cluster(&data, ports);
     assert!(printed.contains("leader is node"), "{printed}");
@@ -156,7 +157,7 @@ fn the_quickstart_runs_as_documented() {
 #[test]
 fn a_node_that_cannot_start_fails_the_cluster_command() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (client, peer, http) = free_bases();
+    let (client, peer, http) = free_bases(40_000);
     let taken = TcpListener::bind(("127.0.0.1", client + 1)).expect("hold node 2's client port");
     let mut child = Command::new(env!("CARGO_BIN_EXE_raftlot"))
         .args(["cluster", "--client-port", &client.to_string(), "--peer-port", &peer.to_string()])

@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::{Certificate, Channel, Endpoint, Identity, Server, ServerTlsConfig};
 
 use self::metrics::{Metrics, RequestLayer};
 use crate::config::TlsPem;
@@ -38,6 +38,32 @@ pub use http::serve as serve_http;
 
 /// Client requests are small; anything bigger than this is refused before it is decoded.
 const MAX_CLIENT_MESSAGE: usize = 1 << 20;
+
+/// The TCP connector behind every channel this program opens, to peers and from the CLI and bench.
+/// Its sockets set SO_REUSEADDR. A client that dials a loopback port before the server is up can
+/// be handed that very port as its own source port (the cluster's ports lie in Linux's ephemeral
+/// range) and connect to itself; closed, that connection stays in TIME_WAIT for a minute, and unless
+/// both it and the server's listener carry SO_REUSEADDR it keeps the server from binding its port
+/// for all that time. The endpoint's connect timeout still applies; its TCP settings do not, so
+/// they are set here.
+fn connector() -> hyper_util::client::legacy::connect::HttpConnector {
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    // The endpoint's scheme decides TLS; the connector must accept https URIs as well.
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_reuse_address(true);
+    http
+}
+
+/// A channel to `endpoint` that connects on first use, through [`connector`].
+pub fn connect_lazy(endpoint: &Endpoint) -> Channel {
+    endpoint.connect_with_connector_lazy(connector())
+}
+
+/// A channel to `endpoint`, connected now, through [`connector`].
+pub async fn connect(endpoint: &Endpoint) -> Result<Channel, tonic::transport::Error> {
+    endpoint.connect_with_connector(connector()).await
+}
 
 fn incoming(listener: TcpListener) -> TcpIncoming {
     TcpIncoming::from(listener).with_nodelay(Some(true))
@@ -125,4 +151,37 @@ pub async fn serve_peer(
         .serve_with_incoming_shutdown(incoming(listener), stop.cancelled())
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+    use crate::pb::v1::counters_client::CountersClient;
+    use crate::pb::v1::GetRequest;
+
+    /// A connection this program closes leaves its source port in TIME_WAIT; a listener must still be
+    /// able to bind that port, as a node restarting on the port its own client once used must.
+    #[tokio::test]
+    async fn a_port_our_client_used_can_be_listened_on_at_once() {
+        let server = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let endpoint = Endpoint::from_shared(format!("http://{}", server.local_addr().expect("addr"))).expect("uri");
+        let call = tokio::spawn(async move {
+            let mut client = CountersClient::new(connect_lazy(&endpoint));
+            client.get(GetRequest::default()).await
+        });
+        let (mut accepted, client_port) = server.accept().await.expect("the client connects");
+        // The client closes first, so its end of the connection is the one left in TIME_WAIT.
+        call.abort();
+        let mut sink = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), accepted.read_to_end(&mut sink))
+            .await
+            .expect("the client closes its connection")
+            .expect("read");
+        drop(accepted);
+        TcpListener::bind(client_port).await.expect("a listener binds the port the client left in TIME_WAIT");
+    }
 }

@@ -53,10 +53,7 @@ impl ClientAccess {
             let ca = Certificate::from_pem(read_pem("--tls-ca", ca)?);
             builder = builder.tls_config(ClientTlsConfig::new().ca_certificate(ca))?;
         }
-        let channel = builder
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
-            .connect()
+        let channel = crate::api::connect(&builder.connect_timeout(Duration::from_secs(2)))
             .await
             .with_context(|| format!("cannot connect to {uri}"))?;
         let token = match &self.client_token {

@@ -149,7 +149,6 @@ impl PeerClients {
                 }
                 let endpoint = endpoint
                     .connect_timeout(Duration::from_millis(500))
-                    .tcp_nodelay(true)
                     // A peer that vanishes without a reset (a rescheduled pod, a disconnected
                     // network) leaves the connection open, swallowing every call until a ping goes
                     // unanswered; closing it within seconds makes the channel reconnect, which also
@@ -157,7 +156,7 @@ impl PeerClients {
                     .http2_keep_alive_interval(Duration::from_secs(1))
                     .keep_alive_timeout(Duration::from_secs(2))
                     .keep_alive_while_idle(true);
-                let channel = endpoint.connect_lazy();
+                let channel = crate::api::connect_lazy(&endpoint);
                 channels.insert(addr.to_string(), channel.clone());
                 channel
             }

@@ -121,10 +121,8 @@ impl DockerCluster {
             docker(&args).expect("create container");
             cluster.created.push(name.clone());
             cluster.heal(id);
-            let channel = Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
-                .expect("endpoint")
-                .connect_timeout(Duration::from_millis(500))
-                .connect_lazy();
+            let endpoint = Endpoint::from_shared(format!("http://127.0.0.1:{port}")).expect("endpoint");
+            let channel = raftlot::api::connect_lazy(&endpoint.connect_timeout(Duration::from_millis(500)));
             cluster.channels.insert(id, channel);
         }
         for id in 1..=n {

@@ -379,7 +379,7 @@ pub fn client_channel(addr: SocketAddr, tls: Option<ClientTlsConfig>) -> Channel
     if let Some(tls) = tls {
         endpoint = endpoint.tls_config(tls).expect("client TLS config");
     }
-    endpoint.connect_timeout(Duration::from_millis(500)).connect_lazy()
+    raftlot::api::connect_lazy(&endpoint.connect_timeout(Duration::from_millis(500)))
 }
 
 /// Sends one HTTP/1.1 request and returns the status code and body.
