@@ -1,5 +1,6 @@
 //! `raftlot cluster`: starts `--nodes` separate `raftlot serve` processes on this machine, waits for
-//! every node to serve and agree on a leader, prints how to reach and restart each node, and stops them all on Ctrl-C.
+//! every node to serve and agree on a leader, prints how to reach and restart each node, and stops
+//! them all on Ctrl-C.
 //!
 //! Each node is a real OS process with its own sled directory, so `kill -9 <pid>` is a real crash.
 //! A node that dies is reported, not restarted: the point is to watch failover and then restart it
