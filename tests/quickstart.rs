@@ -26,14 +26,21 @@ fn free_bases(from: u16) -> (u16, u16, u16) {
     panic!("no free port range on loopback");
 }
 
-/// Starts `raftlot cluster` and returns once it printed its cheat-sheet, with everything it printed.
-fn start_cluster(data: &Path, (client, peer, http): (u16, u16, u16)) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_raftlot"))
+/// `raftlot cluster` on `data` with the given port bases, its stdin closed.
+fn cluster_command(data: &Path, (client, peer, http): (u16, u16, u16)) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_raftlot"));
+    command
         .args(["cluster", "--client-port", &client.to_string(), "--peer-port", &peer.to_string()])
         .args(["--http-port", &http.to_string()])
         .arg("--data-dir")
         .arg(data)
-        .stdin(Stdio::null())
+        .stdin(Stdio::null());
+    command
+}
+
+/// Starts `raftlot cluster` and returns once it printed its cheat-sheet, with everything it printed.
+fn start_cluster(data: &Path, ports: (u16, u16, u16)) -> (Child, String) {
+    let mut child = cluster_command(data, ports)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -157,14 +164,10 @@ fn the_quickstart_runs_as_documented() {
 #[test]
 fn a_node_that_cannot_start_fails_the_cluster_command() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (client, peer, http) = free_bases(40_000);
+    let ports = free_bases(40_000);
+    let (client, peer, _) = ports;
     let taken = TcpListener::bind(("127.0.0.1", client + 1)).expect("hold node 2's client port");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_raftlot"))
-        .args(["cluster", "--client-port", &client.to_string(), "--peer-port", &peer.to_string()])
-        .args(["--http-port", &http.to_string()])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .stdin(Stdio::null())
+    let mut child = cluster_command(dir.path(), ports)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

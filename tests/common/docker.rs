@@ -10,16 +10,16 @@
 //! test panics.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::process::Command;
-use std::time::Duration;
 
 use raftlot::pb::v1::cluster_client::ClusterClient;
 use raftlot::pb::v1::counters_client::CountersClient;
 use raftlot::pb::v1::parking_client::ParkingClient;
 use raftlot::pb::v1::{StatusReply, StatusRequest};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
-use super::{free_port, status_via, wait_for_agreed_leader};
+use super::{client_channel, free_port, status_via, wait_for_agreed_leader};
 
 /// Runs `docker ARGS`; its trimmed stdout, or why it failed.
 fn docker(args: &[&str]) -> Result<String, String> {
@@ -121,8 +121,7 @@ impl DockerCluster {
             docker(&args).expect("create container");
             cluster.created.push(name.clone());
             cluster.heal(id);
-            let endpoint = Endpoint::from_shared(format!("http://127.0.0.1:{port}")).expect("endpoint");
-            let channel = raftlot::api::connect_lazy(&endpoint.connect_timeout(Duration::from_millis(500)));
+            let channel = client_channel(SocketAddr::from(([127, 0, 0, 1], port)), None);
             cluster.channels.insert(id, channel);
         }
         for id in 1..=n {
