@@ -150,6 +150,52 @@ struct Queued {
 
 type Forwarder = Batcher<Queued, Attempt>;
 
+/// ReadIndex rounds that may run at once. A LINEARIZABLE read that finds them all busy waits for the
+/// next one, which starts after it arrived and so proves as much for it as a round of its own: the
+/// leader's commit index when that round begins covers every write acknowledged before the read.
+/// Under load one round serves dozens of reads instead of each read queueing its own message in
+/// openraft's core and its own waiter on the applied index.
+const READ_INDEX_ROUNDS: usize = 2;
+
+/// What confirming leadership found, shared by every read that waited on it.
+#[derive(Debug, Clone)]
+enum Confirmation {
+    /// A quorum confirmed this leader and it has applied everything committed before the read.
+    Confirmed,
+    /// This node does not lead; the leader it knows of, if any. The read was not served.
+    NotLeader(Option<NodeId>),
+    /// Leadership could not be confirmed, and why.
+    Refused(String),
+}
+
+/// Confirms this node's leadership under `policy` and waits until it has applied what was committed
+/// when the confirmation began.
+async fn confirm_leadership(raft: &Raft, policy: ReadPolicy) -> Confirmation {
+    match raft.ensure_linearizable(policy).await {
+        Ok(_) => Confirmation::Confirmed,
+        Err(e) => match e.forward_to_leader() {
+            Some(f) => Confirmation::NotLeader(f.leader_id),
+            None => Confirmation::Refused(e.to_string()),
+        },
+    }
+}
+
+/// Shares ReadIndex rounds among concurrent LINEARIZABLE reads; see [`READ_INDEX_ROUNDS`]. A round
+/// is bounded by `timeout` so a lost quorum frees its slot; each read also keeps its own deadline.
+fn read_index_rounds(raft: Raft, timeout: Duration, rounds: Arc<AtomicU64>) -> Batcher<(), Confirmation> {
+    let send: crate::batch::SendBatch<(), Confirmation> = Box::new(move |reads| {
+        let raft = raft.clone();
+        rounds.fetch_add(1, Ordering::Relaxed);
+        Box::pin(async move {
+            let confirmation = tokio::time::timeout(timeout, confirm_leadership(&raft, ReadPolicy::ReadIndex))
+                .await
+                .unwrap_or_else(|_| Confirmation::Refused("no quorum answered in time".into()));
+            vec![confirmation; reads.len()]
+        })
+    });
+    Batcher::new(READ_INDEX_ROUNDS, usize::MAX, send)
+}
+
 /// One node's view of itself, as `Cluster/Status` and the peer `NodeInfo` RPC report it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeView {
@@ -217,6 +263,10 @@ pub struct Node {
     pub identity: Arc<ClusterIdentity>,
     /// Batches this follower's forwarded requests, per leader address and lane.
     forwarders: Mutex<HashMap<(NodeId, String, Lane), Arc<Forwarder>>>,
+    /// Shares ReadIndex rounds among the LINEARIZABLE reads this node serves as leader.
+    read_index: Batcher<(), Confirmation>,
+    /// ReadIndex rounds `read_index` started: fewer than the LINEARIZABLE reads under load.
+    pub read_index_rounds: Arc<AtomicU64>,
 }
 
 /// Why one attempt to route a request did not produce an answer that can be returned.
@@ -439,19 +489,25 @@ impl Node {
                 if let Some(result) = on_lease {
                     return Attempt::Done(Ok(ForwardedReply::Read(result)));
                 }
-                let policy = match consistency {
-                    Consistency::Lease => ReadPolicy::LeaseRead,
-                    _ => ReadPolicy::ReadIndex,
+                let confirming = async {
+                    match consistency {
+                        Consistency::Lease => confirm_leadership(&self.raft, ReadPolicy::LeaseRead).await,
+                        _ => self
+                            .read_index
+                            .call(())
+                            .await
+                            .unwrap_or_else(|| Confirmation::Refused("its round was dropped".into())),
+                    }
                 };
-                match tokio::time::timeout_at(deadline, self.raft.ensure_linearizable(policy)).await {
-                    Ok(Ok(_)) => Attempt::Done(Ok(ForwardedReply::Read(self.read_local(&query, consistency)))),
-                    Ok(Err(e)) => match e.forward_to_leader() {
-                        Some(f) => Attempt::Retry(self.not_leader(f.leader_id)),
-                        None => Attempt::Done(Err(Error::unavailable(
-                            format!("leadership could not be confirmed: {e}"),
-                            None,
-                        ))),
-                    },
+                match tokio::time::timeout_at(deadline, confirming).await {
+                    Ok(Confirmation::Confirmed) => {
+                        Attempt::Done(Ok(ForwardedReply::Read(self.read_local(&query, consistency))))
+                    }
+                    Ok(Confirmation::NotLeader(leader)) => Attempt::Retry(self.not_leader(leader)),
+                    Ok(Confirmation::Refused(reason)) => Attempt::Done(Err(Error::unavailable(
+                        format!("leadership could not be confirmed: {reason}"),
+                        None,
+                    ))),
                     Err(_) => Attempt::Done(Err(Error::unavailable(
                         "leadership could not be confirmed by a quorum before the deadline",
                         None,
@@ -1216,6 +1272,7 @@ pub async fn run(
         raft.initialize(members).await.context("cannot initialise the cluster")?;
     }
 
+    let read_index_rounds_run = Arc::new(AtomicU64::new(0));
     let node = Arc::new(Node {
         id: config.id,
         raft: raft.clone(),
@@ -1229,6 +1286,8 @@ pub async fn run(
         jobs: Jobs::default(),
         identity,
         forwarders: Mutex::default(),
+        read_index: read_index_rounds(raft.clone(), config.request_timeout, read_index_rounds_run.clone()),
+        read_index_rounds: read_index_rounds_run,
     });
 
     let stop = CancellationToken::new();

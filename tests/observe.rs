@@ -166,6 +166,19 @@ async fn metrics_cover_raft_gossip_disk_and_every_request() {
     let (_, later) = scrape(&cluster, followers[0]).await;
     let reopened = opened(&later) - opened(&follower);
     assert!(reopened <= 5.0, "200 requests opened {reopened} new streams to follower {}", followers[0]);
+
+    // Concurrent LINEARIZABLE reads share ReadIndex rounds: a read that finds the rounds busy waits
+    // for the next, which proves as much for it as one of its own would. Every read is still right.
+    let rounds = |s: &[Sample]| value(s, "raftlot_raft_read_index_rounds_total", &[]);
+    let total = cluster.get(leader, "hits", ReadConsistency::Linearizable).await.expect("linearizable read");
+    let (_, before_burst) = scrape(&cluster, leader).await;
+    let reads = (0..64).map(|_| cluster.get(leader, "hits", ReadConsistency::Linearizable));
+    for read in futures::future::join_all(reads).await {
+        assert_eq!(read.expect("linearizable read"), total, "every read sees every acknowledged add");
+    }
+    let (_, after_burst) = scrape(&cluster, leader).await;
+    let ran = rounds(&after_burst) - rounds(&before_burst);
+    assert!((1.0..64.0).contains(&ran), "64 concurrent reads ran {ran} ReadIndex rounds");
     cluster.stop().await;
 }
 

@@ -86,6 +86,7 @@ pub struct Metrics {
     gossip_since_ack: Family<PeerLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     sled_bytes: Gauge,
     append_streams: Counter,
+    read_index_rounds: Counter,
 }
 
 impl Metrics {
@@ -134,6 +135,11 @@ impl Metrics {
                 "raft_append_streams_opened",
                 "AppendEntries streams leaders opened to this node; each break (leader change, lost link) opens a new one",
             ),
+            read_index_rounds: registered(
+                &mut r,
+                "raft_read_index_rounds",
+                "ReadIndex rounds this node ran as leader; concurrent LINEARIZABLE reads share one",
+            ),
             registry: r,
             disk,
         }
@@ -175,6 +181,8 @@ impl Metrics {
         self.snapshot_index.set(as_gauge(view.snapshot_index));
         let opened = node.append_streams_opened.load(std::sync::atomic::Ordering::Relaxed);
         self.append_streams.inner().store(opened, std::sync::atomic::Ordering::Relaxed);
+        let rounds = node.read_index_rounds.load(std::sync::atomic::Ordering::Relaxed);
+        self.read_index_rounds.inner().store(rounds, std::sync::atomic::Ordering::Relaxed);
         self.gossip_pending.clear();
         self.gossip_since_ack.clear();
         for lag in &view.gossip {
