@@ -7,11 +7,12 @@ use std::process::Command;
 
 use common::TestCluster;
 
-fn bench(cluster: &TestCluster, args: &[&str]) -> serde_json::Value {
+/// Runs `raftlot bench` with `args` against every node and returns its JSON report and stderr.
+fn bench_with_stderr(cluster: &TestCluster, args: &[&str]) -> (serde_json::Value, String) {
     let endpoints = cluster.ids().iter().map(|id| cluster.client_addr(*id).to_string()).collect::<Vec<_>>().join(",");
     let json = cluster.root().join(format!("bench-{}.json", args.join("-").replace(['/', ','], "_")));
     let out = Command::new(env!("CARGO_BIN_EXE_raftlot"))
-        .args(["bench", "--endpoints", &endpoints, "--duration", "500ms", "--keys", "8"])
+        .args(["bench", "--endpoints", &endpoints, "--keys", "8"])
         .args(args)
         .arg("--json")
         .arg(&json)
@@ -20,7 +21,13 @@ fn bench(cluster: &TestCluster, args: &[&str]) -> serde_json::Value {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "bench failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("ops/s") && stdout.contains("p99.9 ms"), "table printed:\n{stdout}");
-    serde_json::from_str(&std::fs::read_to_string(&json).expect("JSON report")).expect("valid JSON")
+    let report = serde_json::from_str(&std::fs::read_to_string(&json).expect("JSON report")).expect("valid JSON");
+    (report, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// A short run of `args`: half a second each.
+fn bench(cluster: &TestCluster, args: &[&str]) -> serde_json::Value {
+    bench_with_stderr(cluster, &[args, &["--duration", "500ms"]].concat()).0
 }
 
 fn rows(report: &serde_json::Value) -> &Vec<serde_json::Value> {
@@ -53,8 +60,23 @@ async fn bench_runs_every_workload_and_writes_json_and_a_plot() {
     let mixed = bench(&cluster, &["--workload", "mixed", "--clients", "2", "--consistency", "lease"]);
     assert_eq!(rows(&mixed).len(), 1);
 
-    let stale = bench(&cluster, &["--workload", "staleness", "--consistency", "local,eventual", "--ops", "20"]);
+    // --ops alone bounds a run by its count (the time bound is then an hour).
+    let (stale, _) =
+        bench_with_stderr(&cluster, &["--workload", "staleness", "--consistency", "local,eventual", "--ops", "20"]);
     let ops: Vec<&str> = rows(&stale).iter().map(|r| r["op"].as_str().unwrap()).collect();
     assert_eq!(ops, ["staleness local", "staleness eventual"]);
     assert!(rows(&stale).iter().all(|r| r["ops"].as_u64().unwrap() > 0), "{stale}");
+    for row in rows(&stale) {
+        assert_eq!(row["ops"].as_u64().unwrap() + row["errors"].as_u64().unwrap(), 20, "{row}");
+    }
+
+    let add_args = ["--workload", "add", "--clients", "1", "--consistency", "linearizable", "--ops", "40"];
+    let (add, stderr) = bench_with_stderr(&cluster, &add_args);
+    assert_eq!(rows(&add)[0]["ops"], 40, "one client stops at exactly --ops: {add}");
+    assert!(!stderr.contains("--duration bound"), "a run that reached its count is not flagged: {stderr}");
+
+    // A run the time bound ends before its count says so, so its figures are not taken for N.
+    let cut = ["--workload", "read", "--clients", "2", "--consistency", "local", "--ops", "100000000"];
+    let (_, stderr) = bench_with_stderr(&cluster, &[&cut[..], &["--duration", "300ms"]].concat());
+    assert!(stderr.contains("the --duration bound ended this run after"), "{stderr}");
 }

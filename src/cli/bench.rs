@@ -88,10 +88,11 @@ pub struct BenchArgs {
     /// Concurrent clients, one run per value; each client has its own connection.
     #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
     pub clients: Vec<usize>,
-    /// How long each run lasts, e.g. 5s or 500ms.
-    #[arg(long, default_value = "5s")]
-    pub duration: String,
-    /// Also stop each run after this many operations.
+    /// How long each run lasts, e.g. 5s or 500ms. Default 5s, or with --ops an hour, so that the
+    /// operation count is what ends a run.
+    #[arg(long)]
+    pub duration: Option<String>,
+    /// Stop each run after this many operations (and at --duration, whichever comes first).
     #[arg(long)]
     pub ops: Option<u64>,
     /// The share of reads in the mixed workload.
@@ -363,7 +364,16 @@ async fn run(
     let seconds = started.elapsed().as_secs_f64();
     ticker.abort();
     bar.finish_and_clear();
+    warn_if_cut_short(&label, hist.len() + errors, max_ops);
     Ok(row(target, op.label(), clients, &hist, errors, seconds, op.baseline()))
+}
+
+/// Says so when the time bound ended a run before its --ops count: its figures describe fewer
+/// operations than were asked for.
+fn warn_if_cut_short(label: &str, done: u64, max_ops: Option<u64>) {
+    if let Some(wanted) = max_ops.filter(|&m| done < m) {
+        eprintln!("{label}: the --duration bound ended this run after {done} of {wanted} operations");
+    }
 }
 
 fn row(
@@ -479,6 +489,7 @@ async fn staleness(args: &BenchArgs, level: Level, duration: Duration, max_ops: 
         bar.inc(1);
     }
     bar.finish_and_clear();
+    warn_if_cut_short(&format!("raftlot {label}"), hist.len() + errors, max_ops);
     Ok(row("raftlot", label, 1, &hist, errors, started.elapsed().as_secs_f64(), None))
 }
 
@@ -495,7 +506,11 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     if args.keys == 0 {
         bail!("--keys must be at least 1");
     }
-    let duration = parse_duration("--duration", &args.duration)?;
+    let duration = match (&args.duration, args.ops) {
+        (Some(text), _) => parse_duration("--duration", text)?,
+        (None, Some(_)) => Duration::from_secs(3600),
+        (None, None) => Duration::from_secs(5),
+    };
     prepare(&args).await?;
     let mut rows = Vec::new();
     let mut levels = args.consistency.clone();
