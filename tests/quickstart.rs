@@ -166,7 +166,9 @@ fn a_node_that_cannot_start_fails_the_cluster_command() {
     let dir = tempfile::tempdir().expect("temp dir");
     let ports = free_bases(40_000);
     let (client, peer, _) = ports;
-    let taken = TcpListener::bind(("127.0.0.1", client + 1)).expect("hold node 2's client port");
+    // Node 2's sled directory is a file, so node 2 exits as it opens its data.
+    std::fs::create_dir_all(dir.path().join("node-2")).expect("node 2's directory");
+    std::fs::write(dir.path().join("node-2/sled"), "not a directory").expect("a file in sled's place");
     let mut child = cluster_command(dir.path(), ports)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -183,11 +185,27 @@ fn a_node_that_cannot_start_fails_the_cluster_command() {
     assert!(!out.status.success(), "the cluster command succeeded without node 2:\n{stdout}");
     assert!(stderr.contains("node 2 exited during start-up"), "{stderr}");
     assert!(!stdout.contains("nodes up"), "{stdout}");
-    drop(taken);
     // Nodes 1 and 3 went with the command: their ports are free again.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while ![client, client + 2, peer, peer + 2].iter().all(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok()) {
         assert!(std::time::Instant::now() < deadline, "nodes 1 and 3 outlived the failed cluster command");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn a_taken_port_fails_the_cluster_command_before_any_node_starts() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ports = free_bases(44_000);
+    let (_, peer, _) = ports;
+    // Whatever holds node 3's peer port (here a bare listener; often a cluster already running)
+    // must not be mistaken for node 3.
+    let taken = TcpListener::bind(("127.0.0.1", peer + 2)).expect("hold node 3's peer port");
+    let out = cluster_command(dir.path(), ports).output().expect("run raftlot cluster");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "the cluster command started beside a taken port:\n{stdout}");
+    let expected = format!("cannot start node 3: its peer address 127.0.0.1:{} is unavailable", peer + 2);
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(!dir.path().join("node-1").exists(), "no node was started, not even node 1");
+    drop(taken);
 }

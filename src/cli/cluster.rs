@@ -47,11 +47,25 @@ fn shell_quote(s: &str) -> String {
     }
 }
 
+/// Fails before any node starts when an address a node must listen on is taken. Were another
+/// cluster already serving there, it would answer the start-up checks in the new nodes' place while
+/// they exit, and the command would report a cluster that is not its own.
+fn ensure_free(id: u64, what: &str, addr: &HostPort) -> anyhow::Result<()> {
+    match std::net::TcpListener::bind(addr.to_string()) {
+        Ok(_) => Ok(()),
+        Err(e) => bail!(
+            "cannot start node {id}: its {what} address {addr} is unavailable ({e}); \
+             is another cluster or program using it?"
+        ),
+    }
+}
+
 pub async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
     if args.nodes == 0 || args.nodes > 99 {
         bail!("invalid --nodes: {} (1 to 99)", args.nodes);
     }
     let mut members = BTreeMap::new();
+    let mut http_addrs = BTreeMap::new();
     for id in 1..=args.nodes {
         let offset = u16::try_from(id - 1)?;
         let port =
@@ -61,6 +75,13 @@ pub async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
                 .map_err(|why| anyhow::anyhow!("invalid --host: {why}"))
         };
         members.insert(id, Member { client_addr: addr(args.client_port)?, peer_addr: addr(args.peer_port)? });
+        http_addrs.insert(id, addr(args.http_port)?);
+    }
+    for (id, member) in &members {
+        let wanted = [("client", &member.client_addr), ("peer", &member.peer_addr), ("HTTP", &http_addrs[id])];
+        for (what, addr) in wanted {
+            ensure_free(*id, what, addr)?;
+        }
     }
     let peers = format_peers(&members);
     let exe = std::env::current_exe().context("cannot find the raftlot executable")?;
@@ -70,11 +91,6 @@ pub async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
         std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
         let log_path = data_dir.join("node.log");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
-        let offset = u16::try_from(id - 1)?;
-        let http_port = args
-            .http_port
-            .checked_add(offset)
-            .with_context(|| format!("HTTP port {} + {offset} is out of range", args.http_port))?;
         let mut argv = vec![
             "serve".to_string(),
             "--id".to_string(),
@@ -84,7 +100,7 @@ pub async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
             "--data-dir".to_string(),
             data_dir.display().to_string(),
             "--http-listen".to_string(),
-            format!("{}:{http_port}", args.host),
+            http_addrs[id].to_string(),
         ];
         for lot in &args.lots {
             argv.push("--lot".to_string());
@@ -113,7 +129,7 @@ pub async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
         out!("node {} pid {pid}, log {}", n.id, args.data_dir.join(format!("node-{}/node.log", n.id)).display());
         out!("  restart: {}", n.command_line);
     }
-    let http_first = format!("{}:{}", args.host, args.http_port);
+    let http_first = http_addrs[&1].to_string();
     out!("\n{}", cheat_sheet(&nodes[0].client_addr, &nodes[nodes.len() - 1].client_addr, &http_first));
     out!("Ctrl-C stops every node.");
 
