@@ -158,9 +158,9 @@ fn the_quickstart_runs_as_documented() {
     interrupt_and_wait(child);
 }
 
-/// A node that cannot start (here its client port is taken by another program) makes `raftlot
-/// cluster` fail, naming the node, instead of reporting the cluster up on the other two; and the
-/// nodes it did start are stopped with it.
+/// A node that exits during start-up (here its sled directory is unusable) makes `raftlot cluster`
+/// fail, naming the node, instead of reporting the cluster up on the other two; and the nodes it did
+/// start are stopped with it.
 #[test]
 fn a_node_that_cannot_start_fails_the_cluster_command() {
     let dir = tempfile::tempdir().expect("temp dir");

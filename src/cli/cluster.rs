@@ -140,7 +140,8 @@ pub async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
 
 /// Polls every node's `Cluster/Status` until all of them answer and name the same leader, failing
 /// fast if a node exits: "N nodes up" must mean that every node serves, not that a majority elected
-/// a leader while one node failed (a port taken by another program, say). Returns the leader's view.
+/// a leader while one node failed (its data directory unusable, or a port `ensure_free` found free
+/// taken by the time the node bound it). Returns the leader's view.
 async fn wait_for_cluster(nodes: &mut [Spawned], limit: Duration) -> anyhow::Result<crate::pb::v1::StatusReply> {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
