@@ -158,6 +158,10 @@ pub struct ServeArgs {
     /// PEM CA certificate that peers' certificates must chain to (mutual TLS on the peer port).
     #[arg(long, env = "RAFTLOT_TLS_CA", requires_all = ["tls_cert", "tls_key"])]
     pub tls_ca: Option<PathBuf>,
+    /// Threads that run this node's async tasks [default: one per core]. Nodes that share a
+    /// machine should split its cores between them; `raftlot cluster` does.
+    #[arg(long, env = "RAFTLOT_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+    pub worker_threads: Option<u16>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -186,6 +190,10 @@ pub struct ClusterArgs {
     /// Lots every node creates at start-up if missing, as NAME=CAPACITYxGATES; repeatable.
     #[arg(long = "lot", env = "RAFTLOT_LOTS", value_delimiter = ',', default_value = "main=100x4")]
     pub lots: Vec<String>,
+    /// Each node's async worker threads [default: this machine's cores divided among the nodes,
+    /// at least one].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub worker_threads: Option<u16>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -1,7 +1,7 @@
 //! The `raftlot` binary: parse flags, set up logging, hand over to the library.
 
 use clap::Parser;
-use raftlot::config::{Cli, Command, Config, LogFormat};
+use raftlot::config::{Cli, Command, Config, LogFormat, ServeArgs};
 
 /// Logs to stderr, filtered by RUST_LOG. In JSON each line is one object whose `span` holds the
 /// request's method, consistency level and node, so collectors can index them.
@@ -17,10 +17,20 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// A node's runtime has the worker threads `serve` was given; every other command keeps tokio's
+/// default of one per core.
+fn runtime(command: &Command) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Serve(ServeArgs { worker_threads: Some(n), .. }) = command {
+        builder.worker_threads(usize::from(*n));
+    }
+    builder.enable_all().build()
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match runtime(&cli.command) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("raftlot: cannot start the async runtime: {e}");
