@@ -4,10 +4,6 @@
 # ${ETCD_DATA:-./data-etcd}. etcd's own defaults otherwise (fsync on, 100 ms heartbeat, 1 s
 # election timeout). `benches/etcd-cluster.sh stop` stops it.
 #
-# The three nodes share this machine's cores as `raftlot cluster`'s do: each gets GOMAXPROCS = cores
-# / 3 (at least 1) unless GOMAXPROCS is set. On two cores that setting served 5% more gets and 13%
-# fewer puts than Go's default of one per core (README, Benchmarks).
-#
 # etcd comes from Debian: apt-get install etcd-server (etcd 3.4).
 set -euo pipefail
 data="${ETCD_DATA:-./data-etcd}"
@@ -21,8 +17,6 @@ fi
 
 command -v etcd >/dev/null || { echo "etcd not found: apt-get install etcd-server" >&2; exit 1; }
 mkdir -p "$data"
-cores="$(nproc)"
-export GOMAXPROCS="${GOMAXPROCS:-$(( cores / 3 > 0 ? cores / 3 : 1 ))}"
 : > "$pids"
 cluster="e1=http://127.0.0.1:23801,e2=http://127.0.0.1:23802,e3=http://127.0.0.1:23803"
 for i in 1 2 3; do

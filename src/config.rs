@@ -589,6 +589,23 @@ mod tests {
     }
 
     #[test]
+    fn worker_threads_must_be_at_least_one() {
+        let workers = |n: &str| {
+            let flag = format!("--worker-threads={n}");
+            let argv = ["raftlot", "serve", "--peers", "1=a:1/a:2", "--data-dir", "/tmp/x", &flag];
+            Cli::try_parse_from(argv).map(|cli| match cli.command {
+                Command::Serve(args) => args.worker_threads,
+                _ => panic!("serve"),
+            })
+        };
+        assert_eq!(workers("3").unwrap(), Some(3));
+        for bad in ["0", "-1", "many"] {
+            let e = workers(bad).unwrap_err().to_string();
+            assert!(e.contains("--worker-threads"), "{bad:?} refused without naming the flag: {e}");
+        }
+    }
+
+    #[test]
     fn durations_take_ms_or_s() {
         assert_eq!(parse_duration("--x", "50ms").unwrap(), Duration::from_millis(50));
         assert_eq!(parse_duration("--x", "2s").unwrap(), Duration::from_secs(2));
