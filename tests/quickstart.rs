@@ -38,8 +38,8 @@ fn cluster_command(data: &Path, (client, peer, http): (u16, u16, u16)) -> Comman
     command
 }
 
-/// Starts `raftlot cluster` and returns once it printed its cheat-sheet, with everything it printed.
-fn start_cluster(data: &Path, ports: (u16, u16, u16)) -> (Child, String) {
+/// Starts `raftlot cluster`; its stdout arrives line by line on the receiver.
+fn spawn_cluster(data: &Path, ports: (u16, u16, u16)) -> (Child, mpsc::Receiver<String>) {
     let mut child = cluster_command(data, ports)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -53,23 +53,36 @@ fn start_cluster(data: &Path, ports: (u16, u16, u16)) -> (Child, String) {
             let _ = tx.send(line);
         }
     });
-    let mut printed = String::new();
+    (child, rx)
+}
+
+/// Collects the cluster's lines into `printed` until one contains `wanted`; kills it if none does
+/// within a minute.
+fn read_until(child: &mut Child, lines: &mpsc::Receiver<String>, wanted: &str, printed: &mut String) {
     loop {
-        match rx.recv_timeout(Duration::from_secs(60)) {
+        match lines.recv_timeout(Duration::from_secs(60)) {
             Ok(line) => {
                 printed.push_str(&line);
                 printed.push('\n');
-                if line.contains("Ctrl-C stops every node") {
-                    return (child, printed);
+                if line.contains(wanted) {
+                    return;
                 }
             }
             Err(e) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("raftlot cluster did not come up ({e}); it printed:\n{printed}");
+                panic!("raftlot cluster never printed {wanted:?} ({e}); it printed:\n{printed}");
             }
         }
     }
+}
+
+/// Starts `raftlot cluster` and returns once it printed its cheat-sheet, with everything it printed.
+fn start_cluster(data: &Path, ports: (u16, u16, u16)) -> (Child, String) {
+    let (mut child, lines) = spawn_cluster(data, ports);
+    let mut printed = String::new();
+    read_until(&mut child, &lines, "Ctrl-C stops every node", &mut printed);
+    (child, printed)
 }
 
 fn interrupt_and_wait(mut child: Child) {
@@ -208,4 +221,33 @@ fn a_taken_port_fails_the_cluster_command_before_any_node_starts() {
     assert!(stderr.contains(&expected), "{stderr}");
     assert!(!dir.path().join("node-1").exists(), "no node was started, not even node 1");
     drop(taken);
+}
+
+/// A port that only a connection holds (here an outgoing one using node 3's peer port as its source
+/// port, as another program's can, since these ports lie in the ephemeral range) frees itself when
+/// the connection closes: the command says it waits, and starts the cluster once the port is free.
+#[test]
+fn a_port_held_by_a_connection_is_waited_for() {
+    use socket2::{Domain, Socket, Type};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ports = free_bases(46_000);
+    let held = ports.1 + 2;
+    let server = TcpListener::bind("127.0.0.1:0").expect("a listener to connect to");
+    let connection = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    let source = std::net::SocketAddr::from(([127, 0, 0, 1], held));
+    connection.bind(&source.into()).expect("node 3's peer port as a source port");
+    connection.connect(&server.local_addr().expect("addr").into()).expect("connect");
+    let (accepted, _) = server.accept().expect("accept");
+
+    let (mut child, lines) = spawn_cluster(dir.path(), ports);
+    let mut printed = String::new();
+    read_until(&mut child, &lines, "held by a connection, not a listener", &mut printed);
+    assert!(!dir.path().join("node-1").exists(), "no node starts while the port is held:\n{printed}");
+    // Closed with a reset, the connection leaves no TIME_WAIT behind to hold the port for a minute.
+    connection.set_linger(Some(Duration::ZERO)).expect("linger 0");
+    drop(connection);
+    drop(accepted);
+    read_until(&mut child, &lines, "Ctrl-C stops every node", &mut printed);
+    assert!(printed.contains("3 nodes up"), "{printed}");
+    interrupt_and_wait(child);
 }

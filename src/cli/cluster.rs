@@ -55,16 +55,38 @@ fn worker_share(cores: usize, nodes: u64) -> u64 {
     (cores as u64 / nodes.max(1)).max(1)
 }
 
-/// Fails before any node starts when an address a node must listen on is taken. Were another
-/// cluster already serving there, it would answer the start-up checks in the new nodes' place while
-/// they exit, and the command would report a cluster that is not its own.
-fn ensure_free(id: u64, what: &str, addr: &HostPort) -> anyhow::Result<()> {
-    match std::net::TcpListener::bind(addr.to_string()) {
-        Ok(_) => Ok(()),
-        Err(e) => bail!(
-            "cannot start node {id}: its {what} address {addr} is unavailable ({e}); \
-             is another cluster or program using it?"
-        ),
+/// How long `cluster` waits for a port that a connection, not a listener, holds: Linux keeps the
+/// port of a connection closed from this side in TIME_WAIT for 60 s.
+const CONNECTION_HOLD: Duration = Duration::from_secs(65);
+
+/// Fails before any node starts when an address a node must listen on is taken by a listener. Were
+/// another cluster already serving there, it would answer the start-up checks in the new nodes'
+/// place while they exit, and the command would report a cluster that is not its own. A port held
+/// only by a connection (these ports lie in Linux's ephemeral range, so another program's outgoing
+/// connection can use one, and keeps it for a minute after it closes) frees itself: the command says
+/// so and waits.
+async fn ensure_free(id: u64, what: &str, addr: &HostPort) -> anyhow::Result<()> {
+    let give_up = tokio::time::Instant::now() + CONNECTION_HOLD;
+    let mut waiting = false;
+    loop {
+        let e = match std::net::TcpListener::bind(addr.to_string()) {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        let listened = std::net::TcpStream::connect(addr.to_string()).is_ok();
+        if listened || e.kind() != std::io::ErrorKind::AddrInUse || tokio::time::Instant::now() >= give_up {
+            let holder = if listened { "another cluster or program listens there" } else { "a connection holds it" };
+            bail!("cannot start node {id}: its {what} address {addr} is unavailable ({e}); {holder}");
+        }
+        if !waiting {
+            out!(
+                "raftlot: node {id}'s {what} address {addr} is held by a connection, not a listener; \
+                 waiting up to {}s for it to close",
+                CONNECTION_HOLD.as_secs()
+            );
+            waiting = true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -88,7 +110,7 @@ pub async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
     for (id, member) in &members {
         let wanted = [("client", &member.client_addr), ("peer", &member.peer_addr), ("HTTP", &http_addrs[id])];
         for (what, addr) in wanted {
-            ensure_free(*id, what, addr)?;
+            ensure_free(*id, what, addr).await?;
         }
     }
     let peers = format_peers(&members);
