@@ -57,8 +57,17 @@ async fn bench_runs_every_workload_and_writes_json_and_a_plot() {
     assert_eq!(ops, ["park strong", "park eventual"]);
     assert!(rows(&park).iter().all(|r| r["errors"] == 0 && r["ops"].as_u64().unwrap() > 0), "{park}");
 
-    let mixed = bench(&cluster, &["--workload", "mixed", "--clients", "2", "--consistency", "lease"]);
-    assert_eq!(rows(&mixed).len(), 1);
+    // Each weaker read is compared with LINEARIZABLE's p50 in the same round.
+    let summary = read["summary"].as_array().expect("summary");
+    let eventual = summary.iter().filter(|s| s["op"] == "get eventual").collect::<Vec<_>>();
+    assert_eq!(eventual.len(), 2, "one per client count: {read}");
+    assert!(eventual.iter().all(|s| s["p50_vs_linearizable"].as_array().unwrap().len() == 1), "{read}");
+
+    // Rounds repeat every pass; the summary takes the medians across them.
+    let mixed = bench(&cluster, &["--workload", "mixed", "--clients", "2", "--consistency", "lease", "--rounds", "2"]);
+    let rounds: Vec<u64> = rows(&mixed).iter().map(|r| r["round"].as_u64().unwrap()).collect();
+    assert_eq!(rounds, [1, 2]);
+    assert_eq!(mixed["summary"][0]["rounds"], 2, "{mixed}");
 
     // --ops alone bounds a run by its count (the time bound is then an hour).
     let (stale, _) =
@@ -79,4 +88,7 @@ async fn bench_runs_every_workload_and_writes_json_and_a_plot() {
     let cut = ["--workload", "read", "--clients", "2", "--consistency", "local", "--ops", "100000000"];
     let (_, stderr) = bench_with_stderr(&cluster, &[&cut[..], &["--duration", "300ms"]].concat());
     assert!(stderr.contains("the --duration bound ended this run after"), "{stderr}");
+
+    let zero = Command::new(env!("CARGO_BIN_EXE_raftlot")).args(["bench", "--rounds", "0"]).output().expect("run");
+    assert!(!zero.status.success() && String::from_utf8_lossy(&zero.stderr).contains("--rounds"), "{zero:?}");
 }

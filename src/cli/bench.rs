@@ -111,11 +111,17 @@ pub struct BenchArgs {
     /// (put; linearizable get; serializable get) and each raftlot row shows its ratio to etcd.
     #[arg(long, value_delimiter = ',')]
     pub etcd: Vec<String>,
+    /// Run every pass this many times, raftlot's and etcd's in alternating order, and print medians.
+    /// Ratios are taken within each round, against the pass run beside it, before the median: on a
+    /// shared machine whose speed drifts, a ratio from one round is fairer than a ratio of medians.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rounds: u32,
 }
 
 /// One measured run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
+    pub round: u32,
     pub target: &'static str,
     pub op: String,
     pub clients: usize,
@@ -133,6 +139,40 @@ pub struct Row {
     /// Which etcd row this one is compared with.
     #[serde(skip)]
     baseline: Option<&'static str>,
+    /// A LEASE, LOCAL or EVENTUAL read, whose p50 is compared with LINEARIZABLE's.
+    #[serde(skip)]
+    weaker_read: bool,
+}
+
+/// One operation's runs across the rounds: medians, and each round's ratios.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub target: &'static str,
+    pub op: String,
+    pub clients: usize,
+    pub rounds: usize,
+    pub ops_per_sec: f64,
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    /// The highest of the rounds' maxima.
+    pub max_us: u64,
+    /// Every round's errors together.
+    pub errors: u64,
+    /// Against etcd's operation in the same round, one ratio per round.
+    pub vs_etcd: Option<Ratios>,
+    /// p50 over raftlot's LINEARIZABLE read in the same round, one per round.
+    pub p50_vs_linearizable: Vec<f64>,
+    /// The median of each quantile across the rounds.
+    pub distribution: Vec<(f64, u64)>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Ratios {
+    pub etcd_op: &'static str,
+    pub ops_per_sec: Vec<f64>,
+    pub p50: Vec<f64>,
 }
 
 #[derive(Serialize)]
@@ -140,7 +180,9 @@ struct Report<'a> {
     workload: Workload,
     endpoints: &'a [String],
     etcd: &'a [String],
+    rounds: u32,
     rows: &'a [Row],
+    summary: &'a [Summary],
 }
 
 /// What one client call does.
@@ -365,7 +407,9 @@ async fn run(
     ticker.abort();
     bar.finish_and_clear();
     warn_if_cut_short(&label, hist.len() + errors, max_ops);
-    Ok(row(target, op.label(), clients, &hist, errors, seconds, op.baseline()))
+    let mut row = row(target, op.label(), clients, &hist, errors, seconds, op.baseline());
+    row.weaker_read = matches!(op, Op::Read(l) if l != Level::Linearizable);
+    Ok(row)
 }
 
 /// Says so when the time bound ended a run before its --ops count: its figures describe fewer
@@ -389,6 +433,7 @@ fn row(
     let distribution =
         [0.0, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9999, 1.0].into_iter().map(|p| (p, q(p))).collect();
     Row {
+        round: 0,
         target,
         op,
         clients,
@@ -403,6 +448,7 @@ fn row(
         max_us: if hist.is_empty() { 0 } else { hist.max() },
         distribution,
         baseline,
+        weaker_read: false,
     }
 }
 
@@ -493,6 +539,47 @@ async fn staleness(args: &BenchArgs, level: Level, duration: Duration, max_ops: 
     Ok(row("raftlot", label, 1, &hist, errors, started.elapsed().as_secs_f64(), None))
 }
 
+/// Every pass of the workload once: per client count, raftlot's levels and etcd's operations,
+/// etcd's first in even rounds so that neither system always runs on the warmer machine.
+async fn one_round(args: &BenchArgs, levels: &[Level], duration: Duration, round: u32) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    if args.workload == Workload::Staleness {
+        for level in levels.iter().filter(|l| matches!(l, Level::Local | Level::Eventual)) {
+            rows.push(staleness(args, *level, duration, args.ops).await?);
+        }
+        return Ok(rows);
+    }
+    let raftlot = levels.iter().map(|&level| match args.workload {
+        Workload::Add => Op::Add(level),
+        Workload::Park => Op::Park(level),
+        Workload::Read => Op::Read(level),
+        Workload::Mixed => Op::Mixed(level, args.read_ratio),
+        Workload::Staleness => unreachable!("handled above"),
+    });
+    let etcd: &[Op] = match (args.etcd.is_empty(), args.workload) {
+        (true, _) | (false, Workload::Mixed | Workload::Staleness) => &[],
+        (false, Workload::Add | Workload::Park) => &[Op::EtcdPut],
+        (false, Workload::Read) => &[Op::EtcdGet { serializable: false }, Op::EtcdGet { serializable: true }],
+    };
+    let passes: Vec<Op> = if round % 2 == 1 {
+        raftlot.chain(etcd.iter().copied()).collect()
+    } else {
+        etcd.iter().copied().chain(raftlot).collect()
+    };
+    for &clients in &args.clients {
+        for &op in &passes {
+            let row = match op {
+                Op::EtcdPut | Op::EtcdGet { .. } => {
+                    run("etcd", op, etcd_conns(&args.etcd, clients).await?, args.keys, duration, args.ops).await?
+                }
+                _ => run("raftlot", op, raftlot_conns(args, clients).await?, args.keys, duration, args.ops).await?,
+            };
+            rows.push(row);
+        }
+    }
+    Ok(rows)
+}
+
 pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     if args.endpoints.is_empty() || args.clients.is_empty() || args.consistency.is_empty() {
         bail!("--endpoints, --clients and --consistency each need at least one value");
@@ -512,7 +599,6 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         (None, None) => Duration::from_secs(5),
     };
     prepare(&args).await?;
-    let mut rows = Vec::new();
     let mut levels = args.consistency.clone();
     if matches!(args.workload, Workload::Add | Workload::Park) {
         // Writes only have two modes; one pass per distinct mode, in the order first listed.
@@ -523,45 +609,36 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             fresh
         });
     }
-    if args.workload == Workload::Staleness {
-        for level in levels.iter().filter(|l| matches!(l, Level::Local | Level::Eventual)) {
-            rows.push(staleness(&args, *level, duration, args.ops).await?);
-        }
-    } else {
-        for &clients in &args.clients {
-            for &level in &levels {
-                let op = match args.workload {
-                    Workload::Add => Op::Add(level),
-                    Workload::Park => Op::Park(level),
-                    Workload::Read => Op::Read(level),
-                    Workload::Mixed => Op::Mixed(level, args.read_ratio),
-                    Workload::Staleness => unreachable!("handled above"),
-                };
-                let conns = raftlot_conns(&args, clients).await?;
-                rows.push(run("raftlot", op, conns, args.keys, duration, args.ops).await?);
-            }
-            if !args.etcd.is_empty() {
-                let ops: &[Op] = match args.workload {
-                    Workload::Add | Workload::Park => &[Op::EtcdPut],
-                    Workload::Read => &[Op::EtcdGet { serializable: false }, Op::EtcdGet { serializable: true }],
-                    Workload::Mixed | Workload::Staleness => &[],
-                };
-                for &op in ops {
-                    let conns = etcd_conns(&args.etcd, clients).await?;
-                    rows.push(run("etcd", op, conns, args.keys, duration, args.ops).await?);
-                }
-            }
+    let mut rows = Vec::new();
+    for round in 1..=args.rounds {
+        for mut row in one_round(&args, &levels, duration, round).await? {
+            row.round = round;
+            rows.push(row);
         }
     }
-    print!("{}", table(&rows));
+    let summary = summarize(&rows);
+    if args.rounds > 1 {
+        println!(
+            "medians of {} rounds; each ratio is taken within a round, then the median (each round's in brackets)",
+            args.rounds
+        );
+    }
+    print!("{}", table(&summary));
     if let Some(path) = &args.json {
-        let report = Report { workload: args.workload, endpoints: &args.endpoints, etcd: &args.etcd, rows: &rows };
+        let report = Report {
+            workload: args.workload,
+            endpoints: &args.endpoints,
+            etcd: &args.etcd,
+            rounds: args.rounds,
+            rows: &rows,
+            summary: &summary,
+        };
         let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
         serde_json::to_writer_pretty(file, &report).context("cannot write the JSON report")?;
         println!("figures written to {}", path.display());
     }
     if let Some(path) = &args.plot {
-        plot(path, &rows)?;
+        plot(path, &summary)?;
         println!("latency distributions drawn to {}", path.display());
     }
     Ok(())
@@ -571,8 +648,91 @@ fn ms(us: u64) -> String {
     format!("{:.2}", us as f64 / 1000.0)
 }
 
-/// The results as a table, with each raftlot row's ratio to the etcd row it is compared with.
-pub fn table(rows: &[Row]) -> String {
+/// The middle value, or the mean of the two middle ones.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+fn median_us(runs: &[&Row], field: impl Fn(&Row) -> u64) -> u64 {
+    median(runs.iter().map(|r| field(r) as f64).collect()).round() as u64
+}
+
+/// Groups the rounds' runs by operation, in the order they first ran, and takes each one's medians
+/// and its per-round ratios: to etcd's operation, and for weaker reads to LINEARIZABLE's p50.
+pub fn summarize(rows: &[Row]) -> Vec<Summary> {
+    let mut keys: Vec<(&'static str, &str, usize)> = Vec::new();
+    for r in rows {
+        if !keys.contains(&(r.target, r.op.as_str(), r.clients)) {
+            keys.push((r.target, r.op.as_str(), r.clients));
+        }
+    }
+    let beside = |r: &Row, target: &str, op: &str| {
+        rows.iter().find(|o| o.round == r.round && o.clients == r.clients && o.target == target && o.op == op)
+    };
+    let linearizable = Op::Read(Level::Linearizable).label();
+    keys.into_iter()
+        .map(|(target, op, clients)| {
+            let runs: Vec<&Row> =
+                rows.iter().filter(|r| r.target == target && r.op == op && r.clients == clients).collect();
+            let first = runs[0];
+            let vs_etcd = first.baseline.and_then(|etcd_op| {
+                let pairs: Vec<(&Row, &Row)> =
+                    runs.iter().filter_map(|r| Some((*r, beside(r, "etcd", etcd_op)?))).collect();
+                (!pairs.is_empty()).then(|| Ratios {
+                    etcd_op,
+                    ops_per_sec: pairs.iter().map(|(r, e)| r.ops_per_sec / e.ops_per_sec.max(1e-9)).collect(),
+                    p50: pairs.iter().map(|(r, e)| r.p50_us as f64 / e.p50_us.max(1) as f64).collect(),
+                })
+            });
+            let p50_vs_linearizable = runs
+                .iter()
+                .filter(|r| r.weaker_read)
+                .filter_map(|r| Some(r.p50_us as f64 / beside(r, "raftlot", &linearizable)?.p50_us.max(1) as f64))
+                .collect();
+            let distribution = first
+                .distribution
+                .iter()
+                .enumerate()
+                .map(|(i, (q, _))| (*q, median_us(&runs, |r| r.distribution.get(i).map_or(0, |d| d.1))))
+                .collect();
+            Summary {
+                target,
+                op: op.to_string(),
+                clients,
+                rounds: runs.len(),
+                ops_per_sec: median(runs.iter().map(|r| r.ops_per_sec).collect()),
+                p50_us: median_us(&runs, |r| r.p50_us),
+                p90_us: median_us(&runs, |r| r.p90_us),
+                p99_us: median_us(&runs, |r| r.p99_us),
+                p999_us: median_us(&runs, |r| r.p999_us),
+                max_us: runs.iter().map(|r| r.max_us).max().unwrap_or(0),
+                errors: runs.iter().map(|r| r.errors).sum(),
+                vs_etcd,
+                p50_vs_linearizable,
+                distribution,
+            }
+        })
+        .collect()
+}
+
+/// "1.48x" for one round; "1.48x (1.53 1.55 1.28)" for several, the median first.
+fn ratio(values: &[f64]) -> String {
+    let mid = format!("{:.2}x", median(values.to_vec()));
+    if values.len() < 2 {
+        return mid;
+    }
+    let each: Vec<String> = values.iter().map(|v| format!("{v:.2}")).collect();
+    format!("{mid} ({})", each.join(" "))
+}
+
+/// The results as a table, with each raftlot row's ratio to the etcd row it is compared with and
+/// each weaker read's p50 against LINEARIZABLE's.
+pub fn table(rows: &[Summary]) -> String {
     let mut out = format!(
         "{:<8} {:<28} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7}  {}\n",
         "target",
@@ -585,19 +745,16 @@ pub fn table(rows: &[Row]) -> String {
         "p99.9 ms",
         "max ms",
         "errors",
-        "vs etcd"
+        "compared"
     );
     for r in rows {
-        let baseline =
-            r.baseline.and_then(|b| rows.iter().find(|e| e.target == "etcd" && e.op == b && e.clients == r.clients));
-        let ratio = baseline.map_or(String::new(), |e| {
-            format!(
-                "{:.2}x ops/s, {:.2}x p50 (etcd {})",
-                r.ops_per_sec / e.ops_per_sec.max(1e-9),
-                r.p50_us as f64 / e.p50_us.max(1) as f64,
-                e.op
-            )
-        });
+        let mut compared = Vec::new();
+        if let Some(e) = &r.vs_etcd {
+            compared.push(format!("{} ops/s, {} p50 (etcd {})", ratio(&e.ops_per_sec), ratio(&e.p50), e.etcd_op));
+        }
+        if !r.p50_vs_linearizable.is_empty() {
+            compared.push(format!("{} p50 (linearizable)", ratio(&r.p50_vs_linearizable)));
+        }
         out.push_str(&format!(
             "{:<8} {:<28} {:>7} {:>10.0} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7}  {}\n",
             r.target,
@@ -610,14 +767,14 @@ pub fn table(rows: &[Row]) -> String {
             ms(r.p999_us),
             ms(r.max_us),
             r.errors,
-            ratio
+            compared.join("; ")
         ));
     }
     out
 }
 
 /// Latency against percentile ("nines" on x, so the tail gets room), one line per run.
-fn plot(path: &std::path::Path, rows: &[Row]) -> anyhow::Result<()> {
+fn plot(path: &std::path::Path, rows: &[Summary]) -> anyhow::Result<()> {
     use plotters::prelude::*;
     let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("cannot draw {}: {e}", path.display());
     let nines = |q: f64| if q >= 1.0 { 4.5 } else { -(1.0 - q).log10() };
@@ -664,4 +821,60 @@ fn plot(path: &std::path::Path, rows: &[Row]) -> anyhow::Result<()> {
         .map_err(|e| err(&e))?;
     root.present().map_err(|e| err(&e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn measured(round: u32, target: &'static str, op: Op, ops_per_sec: f64, p50_us: u64) -> Row {
+        let mut hist = histogram().expect("histogram");
+        hist.record(p50_us).expect("in range");
+        let mut r = row(target, op.label(), 64, &hist, 0, 1.0, op.baseline());
+        r.round = round;
+        r.ops_per_sec = ops_per_sec;
+        r.weaker_read = matches!(op, Op::Read(l) if l != Level::Linearizable);
+        r
+    }
+
+    #[test]
+    fn ratios_are_taken_within_each_round_before_the_median() {
+        // The machine got twice as fast in round 2: the ratio of medians would be 1.5, while both
+        // systems ran at 2x and 1x of each other within a round.
+        let rows = [
+            measured(1, "raftlot", Op::Add(Level::Linearizable), 2000.0, 400),
+            measured(1, "etcd", Op::EtcdPut, 1000.0, 800),
+            measured(2, "etcd", Op::EtcdPut, 2000.0, 400),
+            measured(2, "raftlot", Op::Add(Level::Linearizable), 4000.0, 200),
+            measured(3, "raftlot", Op::Add(Level::Linearizable), 3000.0, 300),
+            measured(3, "etcd", Op::EtcdPut, 1000.0, 600),
+        ];
+        let summary = summarize(&rows);
+        let ops: Vec<(&str, &str)> = summary.iter().map(|s| (s.target, s.op.as_str())).collect();
+        assert_eq!(ops, [("raftlot", "add strong"), ("etcd", "put")], "in the order they first ran");
+        let add = &summary[0];
+        assert_eq!((add.rounds, add.ops_per_sec, add.p50_us), (3, 3000.0, 300));
+        let vs = add.vs_etcd.as_ref().expect("compared with etcd's put");
+        assert_eq!(vs.ops_per_sec, [2.0, 2.0, 3.0]);
+        assert_eq!(vs.p50, [0.5, 0.5, 0.5]);
+        assert_eq!(ratio(&vs.ops_per_sec), "2.00x (2.00 2.00 3.00)");
+        assert!(summary[1].vs_etcd.is_none() && summary[1].p50_vs_linearizable.is_empty());
+        assert!(table(&summary).contains("2.00x (2.00 2.00 3.00) ops/s, 0.50x (0.50 0.50 0.50) p50 (etcd put)"));
+    }
+
+    #[test]
+    fn weaker_reads_are_compared_with_linearizable_in_the_same_round() {
+        let rows = [
+            measured(1, "raftlot", Op::Read(Level::Linearizable), 1000.0, 400),
+            measured(1, "raftlot", Op::Read(Level::Eventual), 3000.0, 100),
+            measured(2, "raftlot", Op::Read(Level::Linearizable), 1000.0, 300),
+            measured(2, "raftlot", Op::Read(Level::Eventual), 3000.0, 150),
+        ];
+        let summary = summarize(&rows);
+        assert!(summary[0].p50_vs_linearizable.is_empty(), "LINEARIZABLE is not compared with itself");
+        assert_eq!(summary[1].p50_vs_linearizable, [0.25, 0.5]);
+        assert_eq!(summary[1].p50_us, 125, "the median of two is their mean");
+        assert!(summary[1].vs_etcd.is_none(), "no etcd ran in this invocation");
+        assert!(table(&summary).contains("0.38x (0.25 0.50) p50 (linearizable)"));
+    }
 }
