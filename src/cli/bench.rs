@@ -218,6 +218,11 @@ impl Op {
             _ => None,
         }
     }
+
+    /// A read whose p50 is compared with LINEARIZABLE's.
+    fn weaker_read(self) -> bool {
+        matches!(self, Op::Read(l) if l != Level::Linearizable)
+    }
 }
 
 fn level_name(l: Level) -> &'static str {
@@ -407,9 +412,7 @@ async fn run(
     ticker.abort();
     bar.finish_and_clear();
     warn_if_cut_short(&label, hist.len() + errors, max_ops);
-    let mut row = row(target, op.label(), clients, &hist, errors, seconds, op.baseline());
-    row.weaker_read = matches!(op, Op::Read(l) if l != Level::Linearizable);
-    Ok(row)
+    Ok(row(target, op.label(), clients, &hist, errors, seconds, Some(op)))
 }
 
 /// Says so when the time bound ended a run before its --ops count: its figures describe fewer
@@ -420,6 +423,7 @@ fn warn_if_cut_short(label: &str, done: u64, max_ops: Option<u64>) {
     }
 }
 
+/// `compared` is the operation measured, when its row is set beside others (etcd's, LINEARIZABLE's).
 fn row(
     target: &'static str,
     op: String,
@@ -427,7 +431,7 @@ fn row(
     hist: &Histogram<u64>,
     errors: u64,
     seconds: f64,
-    baseline: Option<&'static str>,
+    compared: Option<Op>,
 ) -> Row {
     let q = |q: f64| if hist.is_empty() { 0 } else { hist.value_at_quantile(q) };
     let distribution =
@@ -447,8 +451,8 @@ fn row(
         p999_us: q(0.999),
         max_us: if hist.is_empty() { 0 } else { hist.max() },
         distribution,
-        baseline,
-        weaker_read: false,
+        baseline: compared.and_then(Op::baseline),
+        weaker_read: compared.is_some_and(Op::weaker_read),
     }
 }
 
@@ -773,7 +777,8 @@ pub fn table(rows: &[Summary]) -> String {
     out
 }
 
-/// Latency against percentile ("nines" on x, so the tail gets room), one line per run.
+/// Latency against percentile ("nines" on x, so the tail gets room), one line per operation: the
+/// median of its rounds at each percentile.
 fn plot(path: &std::path::Path, rows: &[Summary]) -> anyhow::Result<()> {
     use plotters::prelude::*;
     let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("cannot draw {}: {e}", path.display());
@@ -830,10 +835,9 @@ mod tests {
     fn measured(round: u32, target: &'static str, op: Op, ops_per_sec: f64, p50_us: u64) -> Row {
         let mut hist = histogram().expect("histogram");
         hist.record(p50_us).expect("in range");
-        let mut r = row(target, op.label(), 64, &hist, 0, 1.0, op.baseline());
+        let mut r = row(target, op.label(), 64, &hist, 0, 1.0, Some(op));
         r.round = round;
         r.ops_per_sec = ops_per_sec;
-        r.weaker_read = matches!(op, Op::Read(l) if l != Level::Linearizable);
         r
     }
 
