@@ -1010,26 +1010,33 @@ async fn refuse_foreign_data(node: &Node, asked: BTreeMap<NodeId, String>) -> an
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Resolves on SIGINT or SIGTERM. The handlers are installed by this call, not when the future is
+/// first polled: a signal arriving in between would take its default action and end the process
+/// without stopping anything in order (`raftlot cluster` printed "Ctrl-C stops every node" before
+/// its first poll, and a Ctrl-C at once killed it and left the nodes running).
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send {
     #[cfg(unix)]
     {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
+        use tokio::signal::unix::{signal, Signal, SignalKind};
+        let interrupt = signal(SignalKind::interrupt()).ok();
+        let terminate = signal(SignalKind::terminate()).ok();
+        // A signal that cannot be listened for never ends the wait; the other one still does.
+        async fn received(signal: Option<Signal>) {
+            match signal {
+                Some(mut s) => drop(s.recv().await),
+                None => std::future::pending().await,
             }
-            Err(_) => {
-                let _ = ctrl_c.await;
+        }
+        async move {
+            tokio::select! {
+                _ = received(interrupt) => {}
+                _ = received(terminate) => {}
             }
         }
     }
     #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

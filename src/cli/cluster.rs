@@ -165,9 +165,12 @@ pub async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
     }
     let http_first = http_addrs[&1].to_string();
     out!("\n{}", cheat_sheet(&nodes[0].client_addr, &nodes[nodes.len() - 1].client_addr, &http_first));
+    // Listening before saying so: a Ctrl-C right after the line must stop the nodes, not kill this
+    // process and leave them running.
+    let shutdown = crate::node::shutdown_signal();
     out!("Ctrl-C stops every node.");
 
-    supervise(&mut nodes).await;
+    supervise(&mut nodes, shutdown).await;
     stop_all(&mut nodes).await;
     Ok(())
 }
@@ -213,9 +216,8 @@ async fn wait_for_cluster(nodes: &mut [Spawned], limit: Duration) -> anyhow::Res
     }
 }
 
-/// Waits for Ctrl-C or SIGTERM, reporting nodes that die meanwhile.
-async fn supervise(nodes: &mut [Spawned]) {
-    let shutdown = crate::node::shutdown_signal();
+/// Waits for `shutdown` (Ctrl-C or SIGTERM), reporting nodes that die meanwhile.
+async fn supervise(nodes: &mut [Spawned], shutdown: impl std::future::Future<Output = ()>) {
     tokio::pin!(shutdown);
     let mut reported = vec![false; nodes.len()];
     loop {
