@@ -50,7 +50,7 @@ fn shell_quote(s: &str) -> String {
 /// Each node's worker threads when `nodes` nodes share `cores` cores. tokio's default gives every
 /// process one worker per core, so three nodes on two cores run six workers that keep waking one
 /// another to steal work; measured on two cores, one worker per node served 15-40% more reads at 64
-/// clients for less CPU per read, and 5-12% fewer strong writes (README, Benchmarks).
+/// clients for less CPU per read, and 5-12% fewer strong writes (benches/README.md).
 fn worker_share(cores: usize, nodes: u64) -> u64 {
     (cores as u64 / nodes.max(1)).max(1)
 }
