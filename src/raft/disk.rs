@@ -11,10 +11,15 @@
 //!   the next one.
 //!
 //! Both hung nodes under `raftlot bench` before they were rules.
+//!
+//! A flush runs on the calling task's own thread while flushes are quick: handing it to a blocking
+//! thread and back costs two thread wake-ups per flush, which on a busy node cost more than the
+//! flush itself (see `flush`).
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
 
@@ -27,11 +32,19 @@ pub struct Disk {
     tickets: Arc<AtomicU64>,
     /// The highest ticket a completed flush covers; the lock admits one flush at a time.
     flushed: Arc<Mutex<u64>>,
+    /// How long the last flush took, in microseconds: whether the next may block its thread.
+    last_flush_us: Arc<AtomicU64>,
 }
+
+/// The longest a flush may last and still be followed by one that blocks the async thread it is
+/// called on. Far below the election timeout, so a node that blocks for a flush still sends its
+/// heartbeats on time; far above a flush on a healthy disk (about 0.2 ms alone on the machine the
+/// benchmarks ran on).
+const BLOCKING_FLUSH_LIMIT: Duration = Duration::from_millis(5);
 
 impl Disk {
     pub fn new(db: sled::Db) -> Self {
-        Disk { db, tickets: Arc::default(), flushed: Arc::default() }
+        Disk { db, tickets: Arc::default(), flushed: Arc::default(), last_flush_us: Arc::default() }
     }
 
     pub fn open_tree(&self, name: &str) -> io::Result<sled::Tree> {
@@ -61,10 +74,23 @@ impl Disk {
         if *flushed >= mine {
             return Ok(());
         }
+        // Tasks already woken run first: on a leader those send the entries just appended to the
+        // followers, whose flushes then overlap this one instead of waiting for it.
+        tokio::task::yield_now().await;
         // Every ticket issued before this flush starts is covered by it.
         let covers = self.tickets.load(Ordering::SeqCst);
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.flush()).await.map_err(io_err)?.map_err(io_err)?;
+        let started = Instant::now();
+        if Duration::from_micros(self.last_flush_us.load(Ordering::Relaxed)) < BLOCKING_FLUSH_LIMIT {
+            // Blocks this thread, and with it the tasks that share it, for the flush; cheaper than
+            // the two wake-ups of a hand-off (benches/README.md, "Flushes on the calling thread").
+            self.db.flush().map_err(io_err)?;
+        } else {
+            // The disk is slow: the thread keeps serving while a blocking thread waits on it.
+            let db = self.db.clone();
+            tokio::task::spawn_blocking(move || db.flush()).await.map_err(io_err)?.map_err(io_err)?;
+        }
+        let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.last_flush_us.store(took, Ordering::Relaxed);
         *flushed = covers;
         Ok(())
     }
