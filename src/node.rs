@@ -133,9 +133,22 @@ enum Lane {
     Read,
 }
 
-/// Calls to one leader that may run at once per lane. Two keep the link busy while one is in flight,
-/// and everything that arrives meanwhile rides in the next call.
-const FORWARD_CALLS: usize = 2;
+impl Lane {
+    /// Calls to one leader that may run at once in this lane; whatever arrives while they are all
+    /// out rides in the next call. A write's call lasts a whole commit, and a second one lets the
+    /// next batch be appended while the first waits for its quorum. A read's call lasts one shared
+    /// ReadIndex round, and one call at a time carries the reads two would have split: every call
+    /// costs both nodes a message and a wake-up, whatever it carries. Measured with one call against
+    /// two: 64-client LINEARIZABLE reads faster in seven of nine alternating pairs (median +10%,
+    /// node CPU per read -9%), 16 clients on a follower no slower in three pairs, one client
+    /// unchanged; 64-client writes inside the spread either way.
+    fn calls(self) -> usize {
+        match self {
+            Lane::Write => 2,
+            Lane::Read => 1,
+        }
+    }
+}
 
 /// The most requests one `Forward` call carries.
 const FORWARD_BATCH: usize = 512;
@@ -439,7 +452,7 @@ impl Node {
         let (peers, addr, hint) = (self.peers.clone(), key.1.clone(), self.leader_hint(Some(leader)));
         let send: crate::batch::SendBatch<Queued, Attempt> =
             Box::new(move |batch| Box::pin(send_forwards(peers.clone(), leader, addr.clone(), hint.clone(), batch)));
-        let forwarder = Arc::new(Batcher::new(FORWARD_CALLS, FORWARD_BATCH, send));
+        let forwarder = Arc::new(Batcher::new(lane.calls(), FORWARD_BATCH, send));
         forwarders.insert(key, forwarder.clone());
         forwarder
     }
