@@ -30,7 +30,7 @@ use crate::jobs::{JobView, Jobs};
 use crate::now_ms;
 use crate::raft::disk::Disk;
 use crate::raft::identity::ClusterIdentity;
-use crate::raft::log_store::LogStore;
+use crate::raft::log_store::{LogStore, VotedTerm};
 use crate::raft::network::{from_blob, to_blob, CallError, Faults, NetworkFactory, PeerClients};
 use crate::raft::replica::EventualReplica;
 use crate::raft::state_machine::StateMachine;
@@ -105,6 +105,12 @@ pub enum Forwarded {
     Member(MemberChange),
 }
 
+impl Forwarded {
+    fn is_linearizable_read(&self) -> bool {
+        matches!(self, Forwarded::Read { consistency: Consistency::Linearizable, .. })
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ForwardedReply {
     Write(Applied),
@@ -123,6 +129,16 @@ const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(60);
 struct Envelope {
     request: Forwarded,
     timeout_ms: u64,
+}
+
+/// One `Forward` call's payload. `term` is the sender's term as the call left it, sent when the
+/// batch holds LINEARIZABLE reads, so the leader may count the call as the sender's
+/// acknowledgement of its leadership (see [`Node::vouched_by`]).
+#[derive(Serialize, Deserialize)]
+struct ForwardBatch {
+    from: NodeId,
+    term: Option<u64>,
+    envelopes: Vec<Envelope>,
 }
 
 /// Which forwarded requests may share a call: a read is answered sooner than a write, so it never
@@ -280,6 +296,8 @@ pub struct Node {
     read_index: Batcher<(), Confirmation>,
     /// ReadIndex rounds `read_index` started: fewer than the LINEARIZABLE reads under load.
     pub read_index_rounds: Arc<AtomicU64>,
+    /// Sent with forwarded LINEARIZABLE reads; see [`Node::vouched_by`].
+    voted: VotedTerm,
 }
 
 /// Why one attempt to route a request did not produce an answer that can be returned.
@@ -437,7 +455,8 @@ impl Node {
             Some(lane) => self.forwarder(leader, member.peer_addr, lane).call(queued).await,
             None => {
                 let hint = self.leader_hint(Some(leader));
-                send_forwards(self.peers.clone(), leader, member.peer_addr, hint, vec![queued]).await.pop()
+                let origin = Origin { id: self.id, term: None };
+                send_forwards(self.peers.clone(), leader, member.peer_addr, hint, origin, vec![queued]).await.pop()
             }
         };
         answer.unwrap_or_else(answered_short)
@@ -450,8 +469,12 @@ impl Node {
             return forwarder.clone();
         }
         let (peers, addr, hint) = (self.peers.clone(), key.1.clone(), self.leader_hint(Some(leader)));
-        let send: crate::batch::SendBatch<Queued, Attempt> =
-            Box::new(move |batch| Box::pin(send_forwards(peers.clone(), leader, addr.clone(), hint.clone(), batch)));
+        let (voted, me) = (self.voted.clone(), self.id);
+        let send: crate::batch::SendBatch<Queued, Attempt> = Box::new(move |batch| {
+            // Read as the batch leaves, after every read in it arrived.
+            let term = batch.iter().any(|q| q.request.is_linearizable_read()).then(|| voted.get());
+            Box::pin(send_forwards(peers.clone(), leader, addr.clone(), hint.clone(), Origin { id: me, term }, batch))
+        });
         let forwarder = Arc::new(Batcher::new(lane.calls(), FORWARD_BATCH, send));
         forwarders.insert(key, forwarder.clone());
         forwarder
@@ -460,9 +483,21 @@ impl Node {
     /// Executes a batch of forwarded requests here, together (so the writes share a log append),
     /// never forwarding them again (so no request can loop).
     pub async fn execute_forwarded(&self, blob: &crate::pb::peer::Blob) -> Result<Vec<Result<ForwardedReply>>> {
-        let envelopes: Vec<Envelope> = from_blob(blob)
+        let batch: ForwardBatch = from_blob(blob)
             .map_err(|e| Error::Domain(crate::domain::DomainError::invalid("forward", e.to_string())))?;
-        let executed = envelopes.into_iter().map(|envelope| async move {
+        let vouched = match batch.term {
+            Some(term) if batch.envelopes.iter().any(|e| e.request.is_linearizable_read()) => {
+                let longest = batch.envelopes.iter().map(|e| e.timeout_ms).max().unwrap_or(0);
+                self.vouched_by(batch.from, term, Duration::from_millis(longest).min(self.request_timeout)).await
+            }
+            _ => false,
+        };
+        let executed = batch.envelopes.into_iter().map(|envelope| async move {
+            if let (true, Forwarded::Read { query, consistency: Consistency::Linearizable }) =
+                (vouched, &envelope.request)
+            {
+                return Ok(ForwardedReply::Read(self.read_local(query, Consistency::Linearizable)));
+            }
             let timeout = Duration::from_millis(envelope.timeout_ms).min(self.timeout_for(&envelope.request));
             let deadline = tokio::time::Instant::now() + timeout;
             match self.execute_attempt(envelope.request, deadline).await {
@@ -528,6 +563,48 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// Whether LINEARIZABLE reads that follower `from` forwarded while its term was `term` may be
+    /// served from this node's state machine now, without a ReadIndex round; if so, it has applied
+    /// everything committed when this was decided (waiting up to `within` for that).
+    ///
+    /// A ReadIndex round proves that a quorum still followed this leader after the read arrived,
+    /// so no other leader can have acknowledged a write it lacks. The forward call is itself half
+    /// of such a proof: the follower read its term after the reads reached it, and at that moment
+    /// it had not voted for anyone in a later term. Checked here, inside openraft's core and
+    /// against its own state rather than its metrics: this node still leads that very term (so it
+    /// has not voted for anyone later either), the two of them are a majority of every
+    /// configuration of a settled membership (so any leader of a later term needed one of their
+    /// votes, and could not have been elected before the follower's term was read), and it has
+    /// committed an entry of its own term (so every write an earlier leader acknowledged is below
+    /// its commit index). Anything acknowledged before the reads arrived is then applied here once
+    /// the commit index read here is. With three voters any follower qualifies; with five a
+    /// forwarded read takes the ReadIndex round, as it does whenever a check fails.
+    async fn vouched_by(&self, from: NodeId, term: u64, within: Duration) -> bool {
+        let me = self.id;
+        let read_index = self
+            .raft
+            .with_raft_state(move |st| {
+                let vote = st.vote_ref();
+                let leads_term = st.server_state.is_leader()
+                    && vote.is_committed()
+                    && vote.leader_id().term == term
+                    && vote.leader_id().node_id == me;
+                let membership = st.membership_state.effective();
+                let settled = st.membership_state.committed().log_id() == membership.log_id();
+                let majority = pair_is_majority(membership.get_joint_config(), me, from);
+                let committed = st.local_committed().filter(|id| id.leader_id.term == term)?;
+                (leads_term && settled && majority).then_some(committed.index)
+            })
+            .await
+            .ok()
+            .flatten();
+        let Some(read_index) = read_index else { return false };
+        if self.sm.read().last_applied.is_some_and(|id| id.index >= read_index) {
+            return true;
+        }
+        self.raft.wait(Some(within)).applied_index_at_least(Some(read_index), "vouched reads").await.is_ok()
     }
 
     /// A LEASE read served here without a trip through openraft's core, by the rule openraft's
@@ -1098,6 +1175,24 @@ impl Listeners {
     }
 }
 
+/// Whether nodes `a` and `b` (two distinct nodes) are a majority of every one of `configs`, the
+/// voter sets of a membership (two while a change is joint).
+fn pair_is_majority(configs: &[BTreeSet<NodeId>], a: NodeId, b: NodeId) -> bool {
+    a != b
+        && configs.iter().all(|voters| {
+            let ours = usize::from(voters.contains(&a)) + usize::from(voters.contains(&b));
+            ours * 2 > voters.len()
+        })
+}
+
+/// Who sends a forwarded batch, and its voted term as the batch left when the batch holds
+/// LINEARIZABLE reads (see [`ForwardBatch`]): not openraft's metrics, which may lag a vote just
+/// granted and so overstate the proof the leader builds on it.
+struct Origin {
+    id: NodeId,
+    term: Option<u64>,
+}
+
 /// Sends a batch of forwarded requests to the leader in one call and answers each of them. A
 /// request whose deadline passed while it waited for the call is not sent: it is answered as
 /// certainly not executed, and its caller gives up with UNAVAILABLE.
@@ -1106,6 +1201,7 @@ async fn send_forwards(
     leader: NodeId,
     addr: String,
     hint: Option<LeaderHint>,
+    origin: Origin,
     queued: Vec<Queued>,
 ) -> Vec<Attempt> {
     let now = tokio::time::Instant::now();
@@ -1121,8 +1217,12 @@ async fn send_forwards(
             envelopes.push(Envelope { request, timeout_ms: remaining.as_millis() as u64 });
         }
     }
-    let sent =
-        if envelopes.is_empty() { Vec::new() } else { call_forward(&peers, leader, &addr, &hint, envelopes).await };
+    let sent = if envelopes.is_empty() {
+        Vec::new()
+    } else {
+        let batch = ForwardBatch { from: origin.id, term: origin.term, envelopes };
+        call_forward(&peers, leader, &addr, &hint, batch).await
+    };
     let mut sent = sent.into_iter();
     answers.into_iter().map(|a| a.or_else(|| sent.next()).unwrap_or_else(answered_short)).collect()
 }
@@ -1131,18 +1231,18 @@ fn answered_short() -> Attempt {
     Attempt::Done(Err(Error::internal("the leader answered a forwarded batch short")))
 }
 
-/// One `Forward` call carrying `envelopes`; one attempt per envelope, in order.
+/// One `Forward` call carrying `batch`; one attempt per envelope, in order.
 async fn call_forward(
     peers: &PeerClients,
     leader: NodeId,
     addr: &str,
     hint: &Option<LeaderHint>,
-    envelopes: Vec<Envelope>,
+    batch: ForwardBatch,
 ) -> Vec<Attempt> {
-    let count = envelopes.len();
+    let count = batch.envelopes.len();
     let each = |attempt: &dyn Fn() -> Attempt| (0..count).map(|_| attempt()).collect();
-    let timeout = Duration::from_millis(envelopes.iter().map(|e| e.timeout_ms).max().unwrap_or(0));
-    let blob = match to_blob(&envelopes) {
+    let timeout = Duration::from_millis(batch.envelopes.iter().map(|e| e.timeout_ms).max().unwrap_or(0));
+    let blob = match to_blob(&batch) {
         Ok(b) => b,
         Err(e) => return each(&|| Attempt::Done(Err(Error::internal(&e)))),
     };
@@ -1240,6 +1340,7 @@ pub async fn run(
         .with_context(|| format!("cannot open sled under {}", config.data_dir.display()))?;
     let disk = Disk::new(db.clone());
     let log_store = LogStore::open(&disk)?;
+    let voted = log_store.voted_term();
     let refusing = || format!("refusing to start node {} on data directory {}", config.id, config.data_dir.display());
     let replica = Arc::new(EventualReplica::open(&disk, config.id).with_context(refusing)?);
     let identity = Arc::new(ClusterIdentity::open(&disk)?);
@@ -1308,6 +1409,7 @@ pub async fn run(
         forwarders: Mutex::default(),
         read_index: read_index_rounds(raft.clone(), config.request_timeout, read_index_rounds_run.clone()),
         read_index_rounds: read_index_rounds_run,
+        voted,
     });
 
     let stop = CancellationToken::new();
@@ -1372,6 +1474,20 @@ mod tests {
         Queued { request: Forwarded::Write { command, request_id: None }, deadline }
     }
 
+    #[test]
+    fn a_follower_vouches_for_its_leader_only_where_the_two_are_a_majority() {
+        let voters = |ids: &[NodeId]| ids.iter().copied().collect::<BTreeSet<NodeId>>();
+        assert!(pair_is_majority(&[voters(&[1, 2, 3])], 1, 2));
+        assert!(pair_is_majority(&[voters(&[1, 2])], 1, 2));
+        assert!(!pair_is_majority(&[voters(&[1, 2, 3])], 1, 1), "a leader cannot vouch for itself");
+        assert!(!pair_is_majority(&[voters(&[1, 2, 3])], 1, 4), "a learner is no voter");
+        assert!(!pair_is_majority(&[voters(&[1, 2, 3, 4])], 1, 2), "two of four are no majority");
+        assert!(!pair_is_majority(&[voters(&[1, 2, 3, 4, 5])], 1, 2));
+        // Joint: a majority of the old voters is not enough while the new ones are not all in.
+        assert!(!pair_is_majority(&[voters(&[1, 2, 3]), voters(&[1, 2, 3, 4, 5])], 1, 2));
+        assert!(pair_is_majority(&[voters(&[1, 2, 3]), voters(&[1, 2, 4])], 1, 2));
+    }
+
     /// A leader whose link swallows calls (it accepts the connection and never answers): the
     /// request that waited in the queue until its deadline passed is refused without being sent,
     /// and the live one is given only what is left of its own deadline, not a fresh one.
@@ -1386,7 +1502,7 @@ mod tests {
         let began = tokio::time::Instant::now();
         let left = Duration::from_millis(300);
         let queued = vec![add_one(began - Duration::from_millis(1)), add_one(began + left)];
-        let answers = send_forwards(peers, 2, addr, None, queued).await;
+        let answers = send_forwards(peers, 2, addr, None, Origin { id: 1, term: None }, queued).await;
         let waited = began.elapsed();
 
         assert!(

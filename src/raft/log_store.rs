@@ -108,6 +108,20 @@ pub struct LogStore {
     /// of its entries. Always a contiguous suffix of the log (or empty), so a read from an index it
     /// holds can be answered from it alone.
     tail: Arc<Mutex<VecDeque<Entry>>>,
+    voted: VotedTerm,
+}
+
+/// The highest term this node has voted in or followed a leader of, raised before the vote that
+/// moves it is saved. openraft saves a vote before it grants it or accepts a leader of that term,
+/// so between two reads of it this node can have taken part in no later term than the second one
+/// shows: what a leader needs to count a forwarded read as this node's acknowledgement.
+#[derive(Clone, Default)]
+pub struct VotedTerm(Arc<AtomicU64>);
+
+impl VotedTerm {
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
 }
 
 /// The most entries the tail keeps, a few hundred KiB: well beyond how far replication and apply
@@ -123,10 +137,23 @@ impl LogStore {
         let (durable, queue) = mpsc::unbounded_channel();
         tokio::spawn(flusher(disk.clone(), queue));
         let meta = disk.open_tree("raft_meta")?;
-        let store = LogStore { log, meta, kept_from: Arc::default(), durable, tail: Arc::default() };
+        let store = LogStore {
+            log,
+            meta,
+            kept_from: Arc::default(),
+            durable,
+            tail: Arc::default(),
+            voted: VotedTerm::default(),
+        };
         let purged: Option<LogId> = store.get_meta(MetaKey::LastPurged)?;
         store.kept_from.store(purged.map_or(0, |id| id.index + 1), Ordering::SeqCst);
+        let vote: Option<Vote> = store.get_meta(MetaKey::Vote)?;
+        store.voted.0.store(vote.map_or(0, |v| v.leader_id().term), Ordering::SeqCst);
         Ok(store)
+    }
+
+    pub fn voted_term(&self) -> VotedTerm {
+        self.voted.clone()
     }
 
     /// The run holding `index`, or failing that the first run after it, and every run after that.
@@ -259,6 +286,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> io::Result<()> {
+        self.voted.0.fetch_max(vote.leader_id().term, Ordering::SeqCst);
         self.put_meta(MetaKey::Vote, vote)?;
         // Protects the vote: granting it and then forgetting it in a crash could elect two leaders in
         // one term.
