@@ -141,6 +141,14 @@ struct ForwardBatch {
     envelopes: Vec<Envelope>,
 }
 
+impl ForwardBatch {
+    /// The most time any of its requests has left: how long the call, and the leader's work on it,
+    /// may take.
+    fn longest_timeout(&self) -> Duration {
+        Duration::from_millis(self.envelopes.iter().map(|e| e.timeout_ms).max().unwrap_or(0))
+    }
+}
+
 /// Which forwarded requests may share a call: a read is answered sooner than a write, so it never
 /// waits in a batch behind writes. Membership changes, which may take a minute, go alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -487,8 +495,7 @@ impl Node {
             .map_err(|e| Error::Domain(crate::domain::DomainError::invalid("forward", e.to_string())))?;
         let vouched = match batch.term {
             Some(term) if batch.envelopes.iter().any(|e| e.request.is_linearizable_read()) => {
-                let longest = batch.envelopes.iter().map(|e| e.timeout_ms).max().unwrap_or(0);
-                self.vouched_by(batch.from, term, Duration::from_millis(longest).min(self.request_timeout)).await
+                self.vouched_by(batch.from, term, batch.longest_timeout().min(self.request_timeout)).await
             }
             _ => false,
         };
@@ -1241,7 +1248,7 @@ async fn call_forward(
 ) -> Vec<Attempt> {
     let count = batch.envelopes.len();
     let each = |attempt: &dyn Fn() -> Attempt| (0..count).map(|_| attempt()).collect();
-    let timeout = Duration::from_millis(batch.envelopes.iter().map(|e| e.timeout_ms).max().unwrap_or(0));
+    let timeout = batch.longest_timeout();
     let blob = match to_blob(&batch) {
         Ok(b) => b,
         Err(e) => return each(&|| Attempt::Done(Err(Error::internal(&e)))),

@@ -113,8 +113,8 @@ pub struct LogStore {
 
 /// The highest term this node has voted in or followed a leader of, raised before the vote that
 /// moves it is saved. openraft saves a vote before it grants it or accepts a leader of that term,
-/// so between two reads of it this node can have taken part in no later term than the second one
-/// shows: what a leader needs to count a forwarded read as this node's acknowledgement.
+/// so when this is read the node has taken part in no later term than it shows: what a leader
+/// needs to count a forwarded read as this node's acknowledgement.
 #[derive(Clone, Default)]
 pub struct VotedTerm(Arc<AtomicU64>);
 
