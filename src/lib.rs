@@ -6,20 +6,21 @@
 //! - `error`: the node's error enum and its one conversion to `tonic::Status`.
 //! - `domain`: pure, deterministic state (counters, commands, replies). No IO.
 //! - `crdt`: pure delta-state CRDTs for the eventual path, and gossip bookkeeping.
-//! - `raft`: openraft glue: type config, sled log store and state machine, the cluster identity a
-//!   data directory belongs to, peer transport client.
+//! - `raft`: openraft glue: type config, the node's one handle on Raft (`consensus`), sled log store
+//!   and state machine, the cluster identity a data directory belongs to, peer transport client.
 //! - `api`: gRPC services on the client and peer ports, the HTTP routes, `/metrics` and the
 //!   request layer that measures and traces every client call, and who may call what (`auth`).
-//! - `node`: wires storage, Raft and servers; routes each request to where it must run.
+//! - `node`: wires storage, Raft and servers; routes each request to where it must run. It names no
+//!   openraft, sled or tonic type: those stay in `raft` and `api`.
 //! - `jobs`: singleton jobs (overstay and cache-expiry sweepers) that run on the leader, fenced by term.
 //! - `cli`: the `cluster`, `status` and `bench` commands, and how they connect (TLS, client token).
 //!
 //! # How a write flows
 //! Any node's `Counters/Add` validates the request (`api`), then `Node::write` finds the leader. A
 //! follower forwards the request over the peer port; the leader stamps its clock on a `Proposal` and
-//! calls `Raft::client_write`. openraft appends it to the sled log on a quorum (each node flushes
-//! before acknowledging), commits it, and every node's state machine applies it through
-//! `domain::State::apply`. The leader replies with the applied outcome.
+//! proposes it (`Consensus::propose`, openraft's `client_write`). openraft appends it to the sled log
+//! on a quorum (each node flushes before acknowledging), commits it, and every node's state machine
+//! applies it through `domain::State::apply`. The leader replies with the applied outcome.
 //!
 //! # How a read flows
 //! `LINEARIZABLE` and `LEASE` reads travel to the leader like writes; the leader confirms its

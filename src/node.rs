@@ -9,9 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use openraft::async_runtime::WatchReceiver;
-use openraft::error::RaftError;
-use openraft::{ChangeMembers, ReadPolicy};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -28,13 +25,15 @@ use crate::domain::{
 use crate::error::{Error, LeaderHint, Result};
 use crate::jobs::{JobView, Jobs};
 use crate::now_ms;
+pub use crate::raft::consensus::Members;
+use crate::raft::consensus::{Confirm, Confirmation, Consensus, Refusal};
 use crate::raft::disk::Disk;
 use crate::raft::identity::ClusterIdentity;
-use crate::raft::log_store::{LogStore, VotedTerm};
+use crate::raft::log_store::LogStore;
 use crate::raft::network::{from_blob, to_blob, CallError, Faults, NetworkFactory, PeerClients};
 use crate::raft::replica::EventualReplica;
 use crate::raft::state_machine::StateMachine;
-use crate::raft::{NodeId, PeerNode, Raft};
+use crate::raft::{NodeId, PeerNode};
 
 /// How fresh a read must be. See the README's consistency table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,17 +85,6 @@ pub enum MemberChange {
     },
 }
 
-/// The membership after a change, as the leader that ran it saw it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Members {
-    pub voters: Vec<(NodeId, PeerNode)>,
-    pub learners: Vec<(NodeId, PeerNode)>,
-    pub leader_id: Option<NodeId>,
-    pub term: u64,
-    /// The log index of the (last) membership entry.
-    pub log_index: u64,
-}
-
 /// A client request in the form a follower hands it to the leader.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Forwarded {
@@ -133,7 +121,7 @@ struct Envelope {
 
 /// One `Forward` call's payload. `term` is the sender's term as the call left it, sent when the
 /// batch holds LINEARIZABLE reads, so the leader may count the call as the sender's
-/// acknowledgement of its leadership (see [`Node::vouched_by`]).
+/// acknowledgement of its leadership (see [`Consensus::vouched_by`]).
 #[derive(Serialize, Deserialize)]
 struct ForwardBatch {
     from: NodeId,
@@ -187,52 +175,6 @@ struct Queued {
 
 type Forwarder = Batcher<Queued, Attempt>;
 
-/// ReadIndex rounds that may run at once. A LINEARIZABLE read that finds them all busy waits for the
-/// next one, which starts after it arrived and so proves as much for it as a round of its own: the
-/// leader's commit index when that round begins covers every write acknowledged before the read.
-/// Under load one round serves dozens of reads instead of each read queueing its own message in
-/// openraft's core and its own waiter on the applied index.
-const READ_INDEX_ROUNDS: usize = 2;
-
-/// What confirming leadership found, shared by every read that waited on it.
-#[derive(Debug, Clone)]
-enum Confirmation {
-    /// A quorum confirmed this leader and it has applied everything committed before the read.
-    Confirmed,
-    /// This node does not lead; the leader it knows of, if any. The read was not served.
-    NotLeader(Option<NodeId>),
-    /// Leadership could not be confirmed, and why.
-    Refused(String),
-}
-
-/// Confirms this node's leadership under `policy` and waits until it has applied what was committed
-/// when the confirmation began.
-async fn confirm_leadership(raft: &Raft, policy: ReadPolicy) -> Confirmation {
-    match raft.ensure_linearizable(policy).await {
-        Ok(_) => Confirmation::Confirmed,
-        Err(e) => match e.forward_to_leader() {
-            Some(f) => Confirmation::NotLeader(f.leader_id),
-            None => Confirmation::Refused(e.to_string()),
-        },
-    }
-}
-
-/// Shares ReadIndex rounds among concurrent LINEARIZABLE reads; see [`READ_INDEX_ROUNDS`]. A round
-/// is bounded by `timeout` so a lost quorum frees its slot; each read also keeps its own deadline.
-fn read_index_rounds(raft: Raft, timeout: Duration, rounds: Arc<AtomicU64>) -> Batcher<(), Confirmation> {
-    let send: crate::batch::SendBatch<(), Confirmation> = Box::new(move |reads| {
-        let raft = raft.clone();
-        rounds.fetch_add(1, Ordering::Relaxed);
-        Box::pin(async move {
-            let confirmation = tokio::time::timeout(timeout, confirm_leadership(&raft, ReadPolicy::ReadIndex))
-                .await
-                .unwrap_or_else(|_| Confirmation::Refused("no quorum answered in time".into()));
-            vec![confirmation; reads.len()]
-        })
-    });
-    Batcher::new(READ_INDEX_ROUNDS, usize::MAX, send)
-}
-
 /// One node's view of itself, as `Cluster/Status` and the peer `NodeInfo` RPC report it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeView {
@@ -283,8 +225,7 @@ pub struct ClusterView {
 
 pub struct Node {
     pub id: NodeId,
-    pub raft: Raft,
-    sm: StateMachine,
+    pub consensus: Consensus,
     replica: Arc<EventualReplica>,
     peers: PeerClients,
     request_timeout: Duration,
@@ -300,12 +241,6 @@ pub struct Node {
     pub identity: Arc<ClusterIdentity>,
     /// Batches this follower's forwarded requests, per leader address and lane.
     forwarders: Mutex<HashMap<(NodeId, String, Lane), Arc<Forwarder>>>,
-    /// Shares ReadIndex rounds among the LINEARIZABLE reads this node serves as leader.
-    read_index: Batcher<(), Confirmation>,
-    /// ReadIndex rounds `read_index` started: fewer than the LINEARIZABLE reads under load.
-    pub read_index_rounds: Arc<AtomicU64>,
-    /// Sent with forwarded LINEARIZABLE reads; see [`Node::vouched_by`].
-    voted: VotedTerm,
 }
 
 /// Why one attempt to route a request did not produce an answer that can be returned.
@@ -316,10 +251,8 @@ enum Attempt {
 }
 
 impl Node {
-    /// A member's addresses from the current membership, read under the metrics borrow rather than
-    /// by cloning the whole metrics: this runs on every forwarded request.
     fn member(&self, id: NodeId) -> Option<PeerNode> {
-        self.raft.metrics().borrow_watched().membership_config.membership().get_node(&id).cloned()
+        self.consensus.member(id)
     }
 
     fn leader_hint(&self, leader: Option<NodeId>) -> Option<LeaderHint> {
@@ -380,14 +313,10 @@ impl Node {
     }
 
     fn read_local(&self, query: &Query, consistency: Consistency) -> ReadResult {
-        let (leader_id, term) = {
-            let metrics = self.raft.metrics();
-            let m = metrics.borrow_watched();
-            (m.current_leader, m.current_term)
-        };
+        let (leader_id, term) = self.consensus.leader_and_term();
         let (reply, applied_index) = {
-            let applied = self.sm.read();
-            let index = applied.last_applied.as_ref().map_or(0, |id| id.index);
+            let applied = self.consensus.applied();
+            let index = applied.applied_index();
             match consistency {
                 // Released before the replica is read: an eventual read never holds up an apply.
                 Consistency::Eventual => {
@@ -421,9 +350,9 @@ impl Node {
     async fn route(&self, request: Forwarded) -> Result<ForwardedReply> {
         let timeout = self.timeout_for(&request);
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut metrics = self.raft.metrics();
+        let mut changes = self.consensus.changes();
         loop {
-            let leader = metrics.borrow_watched().current_leader;
+            let leader = changes.leader();
             let attempt = match leader {
                 Some(id) if id == self.id => self.execute_attempt(request.clone(), deadline).await,
                 Some(id) => self.forward(id, request.clone(), deadline).await,
@@ -437,7 +366,7 @@ impl Node {
             // until the election timeout passes.
             let pause = tokio::time::Instant::now() + Duration::from_millis(25);
             let wake = pause.min(deadline);
-            let _ = tokio::time::timeout_at(wake, metrics.changed()).await;
+            let _ = tokio::time::timeout_at(wake, changes.changed()).await;
             if tokio::time::Instant::now() >= deadline {
                 return Err(match last {
                     Error::Unavailable { reason, leader } | Error::NotLeader { reason, leader } => {
@@ -477,7 +406,7 @@ impl Node {
             return forwarder.clone();
         }
         let (peers, addr, hint) = (self.peers.clone(), key.1.clone(), self.leader_hint(Some(leader)));
-        let (voted, me) = (self.voted.clone(), self.id);
+        let (voted, me) = (self.consensus.voted_term(), self.id);
         let send: crate::batch::SendBatch<Queued, Attempt> = Box::new(move |batch| {
             // Read as the batch leaves, after every read in it arrived.
             let term = batch.iter().any(|q| q.request.is_linearizable_read()).then(|| voted.get());
@@ -495,7 +424,8 @@ impl Node {
             .map_err(|e| Error::Domain(crate::domain::DomainError::invalid("forward", e.to_string())))?;
         let vouched = match batch.term {
             Some(term) if batch.envelopes.iter().any(|e| e.request.is_linearizable_read()) => {
-                self.vouched_by(batch.from, term, batch.longest_timeout().min(self.request_timeout)).await
+                let within = batch.longest_timeout().min(self.request_timeout);
+                self.consensus.vouched_by(batch.from, term, within).await
             }
             _ => false,
         };
@@ -519,12 +449,10 @@ impl Node {
         match request {
             Forwarded::Write { command, request_id } => {
                 let proposal = Proposal { command, request_id, at_ms: now_ms() };
-                match tokio::time::timeout_at(deadline, self.raft.client_write(proposal)).await {
-                    Ok(Ok(response)) => Attempt::Done(Ok(ForwardedReply::Write(response.data))),
-                    Ok(Err(e)) => match e.forward_to_leader() {
-                        Some(f) => Attempt::Retry(self.not_leader(f.leader_id)),
-                        None => Attempt::Done(Err(Error::unavailable(format!("raft stopped: {e}"), None))),
-                    },
+                match tokio::time::timeout_at(deadline, self.consensus.propose(proposal)).await {
+                    Ok(Ok(applied)) => Attempt::Done(Ok(ForwardedReply::Write(applied))),
+                    Ok(Err(Refusal::NotLeader(leader))) => Attempt::Retry(self.not_leader(leader)),
+                    Ok(Err(e)) => Attempt::Done(Err(Error::unavailable(e.to_string(), None))),
                     Err(_) => Attempt::Done(Err(Error::unavailable(
                         "the write was proposed but no quorum committed it before the deadline; \
                          it is not acknowledged and may or may not apply",
@@ -540,21 +468,14 @@ impl Node {
                 ))),
             },
             Forwarded::Read { query, consistency } => {
-                let on_lease = if consistency == Consistency::Lease { self.read_on_lease(&query) } else { None };
-                if let Some(result) = on_lease {
-                    return Attempt::Done(Ok(ForwardedReply::Read(result)));
-                }
-                let confirming = async {
-                    match consistency {
-                        Consistency::Lease => confirm_leadership(&self.raft, ReadPolicy::LeaseRead).await,
-                        _ => self
-                            .read_index
-                            .call(())
-                            .await
-                            .unwrap_or_else(|| Confirmation::Refused("its round was dropped".into())),
+                let how = match consistency {
+                    Consistency::Lease if self.consensus.lease_holds() => {
+                        return Attempt::Done(Ok(ForwardedReply::Read(self.read_local(&query, consistency))));
                     }
+                    Consistency::Lease => Confirm::Lease,
+                    _ => Confirm::Quorum,
                 };
-                match tokio::time::timeout_at(deadline, confirming).await {
+                match tokio::time::timeout_at(deadline, self.consensus.confirm(how)).await {
                     Ok(Confirmation::Confirmed) => {
                         Attempt::Done(Ok(ForwardedReply::Read(self.read_local(&query, consistency))))
                     }
@@ -572,92 +493,22 @@ impl Node {
         }
     }
 
-    /// Whether LINEARIZABLE reads that follower `from` forwarded while its term was `term` may be
-    /// served from this node's state machine now, without a ReadIndex round; if so, it has applied
-    /// everything committed when this was decided (waiting up to `within` for that).
-    ///
-    /// A ReadIndex round proves that a quorum still followed this leader after the read arrived,
-    /// so no other leader can have acknowledged a write it lacks. The forward call is itself half
-    /// of such a proof: the follower read its term after the reads reached it, and at that moment
-    /// it had not voted for anyone in a later term. Checked here, inside openraft's core and
-    /// against its own state rather than its metrics: this node still leads that very term (so it
-    /// has not voted for anyone later either), the two of them are a majority of every
-    /// configuration of a settled membership (so any leader of a later term needed one of their
-    /// votes, and could not have been elected before the follower's term was read), and it has
-    /// committed an entry of its own term (so every write an earlier leader acknowledged is below
-    /// its commit index). Anything acknowledged before the reads arrived is then applied here once
-    /// the commit index read here is. With three voters any follower qualifies; with five a
-    /// forwarded read takes the ReadIndex round, as it does whenever a check fails.
-    async fn vouched_by(&self, from: NodeId, term: u64, within: Duration) -> bool {
-        let me = self.id;
-        let read_index = self
-            .raft
-            .with_raft_state(move |st| {
-                let vote = st.vote_ref();
-                let leads_term = st.server_state.is_leader()
-                    && vote.is_committed()
-                    && vote.leader_id().term == term
-                    && vote.leader_id().node_id == me;
-                let membership = st.membership_state.effective();
-                let settled = st.membership_state.committed().log_id() == membership.log_id();
-                let majority = pair_is_majority(membership.get_joint_config(), me, from);
-                let committed = st.local_committed().filter(|id| id.leader_id.term == term)?;
-                (leads_term && settled && majority).then_some(committed.index)
-            })
-            .await
-            .ok()
-            .flatten();
-        let Some(read_index) = read_index else { return false };
-        if self.sm.read().last_applied.is_some_and(|id| id.index >= read_index) {
-            return true;
-        }
-        self.raft.wait(Some(within)).applied_index_at_least(Some(read_index), "vouched reads").await.is_ok()
-    }
-
-    /// A LEASE read served here without a trip through openraft's core, by the rule openraft's
-    /// LeaseRead applies: a quorum acknowledged this leader less than `election_timeout_max` ago
-    /// (the followers refuse to vote for anyone else for that long), and this leader has applied an
-    /// entry of its own term, so everything an earlier leader acknowledged is applied here. The
-    /// figures come from openraft's metrics, which can only lag towards an older acknowledgement,
-    /// so they err towards declining; a declined read goes through openraft's LeaseRead.
-    fn read_on_lease(&self, query: &Query) -> Option<ReadResult> {
-        // One reading of the metrics: the acknowledgement must belong to the term checked below.
-        let (term, acked) = {
-            let metrics = self.raft.metrics();
-            let m = metrics.borrow_watched();
-            (self.term_led(&m)?, m.last_quorum_acked?.into_inner())
-        };
-        let lease = Duration::from_millis(self.raft.config().election_timeout_max);
-        if openraft::Instant::elapsed(&acked) >= lease {
-            return None;
-        }
-        if self.sm.read().last_applied.map(|id| id.leader_id.term) != Some(term) {
-            return None;
-        }
-        Some(self.read_local(query, Consistency::Lease))
-    }
-
     /// The term this node leads, if it is the leader.
     pub fn leader_term(&self) -> Option<u64> {
-        self.term_led(&self.raft.metrics().borrow_watched())
-    }
-
-    /// The term this node leads according to `m`, if it leads there.
-    fn term_led(&self, m: &openraft::RaftMetrics<crate::raft::TypeConfig>) -> Option<u64> {
-        (m.current_leader == Some(self.id) && m.state.is_leader()).then_some(m.current_term)
+        self.consensus.term_led()
     }
 
     /// Runs `f` on the applied state; the lock is held only for `f`.
     pub fn with_state<T>(&self, f: impl FnOnce(&State) -> T) -> T {
-        f(&self.sm.read().state)
+        f(&self.consensus.applied().state)
     }
 
     /// Proposes a singleton job's effect, planned in `term`, on this node only: a job runs where
     /// leadership is, so a job effect is never forwarded.
     pub async fn propose_job(&self, term: u64, effect: JobEffect) -> Result<Applied> {
         let proposal = Proposal { command: Command::Job { term, effect }, request_id: None, at_ms: now_ms() };
-        match tokio::time::timeout(self.request_timeout, self.raft.client_write(proposal)).await {
-            Ok(Ok(response)) => Ok(response.data),
+        match tokio::time::timeout(self.request_timeout, self.consensus.propose(proposal)).await {
+            Ok(Ok(applied)) => Ok(applied),
             Ok(Err(e)) => Err(Error::unavailable(format!("job effect not committed: {e}"), None)),
             Err(_) => Err(Error::unavailable("job effect not committed before the deadline", None)),
         }
@@ -668,15 +519,16 @@ impl Node {
     /// is raft's metrics watch, which changes on every apply.
     pub async fn wait_for_cached(&self, key: &CacheKey, wait: Duration) -> Option<CachedValue> {
         let deadline = tokio::time::Instant::now() + wait.min(self.request_timeout);
-        let mut metrics = self.raft.metrics();
+        let mut changes = self.consensus.changes();
         let query = Query::Cache(key.clone());
         loop {
-            if let QueryReply::Cache(CacheRead { value: Some(v), .. }) = self.sm.read().state.query(&query, now_ms()) {
+            let applied = self.consensus.applied().state.query(&query, now_ms());
+            if let QueryReply::Cache(CacheRead { value: Some(v), .. }) = applied {
                 return Some(v);
             }
-            match tokio::time::timeout_at(deadline, metrics.changed()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) | Err(_) => return None,
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(true) => {}
+                Ok(false) | Err(_) => return None,
             }
         }
     }
@@ -684,10 +536,9 @@ impl Node {
     /// Runs a membership change on this node, which believes it leads; openraft refuses it otherwise.
     async fn run_change(&self, change: MemberChange) -> Attempt {
         let (voters, learners) = {
-            let metrics = self.raft.metrics();
-            let m = metrics.borrow_watched();
-            let membership = m.membership_config.membership();
-            (membership.voter_ids().collect::<BTreeSet<_>>(), membership.learner_ids().collect::<BTreeSet<_>>())
+            let members = self.consensus.members();
+            let ids = |nodes: Vec<(NodeId, PeerNode)>| nodes.into_iter().map(|(id, _)| id).collect::<BTreeSet<_>>();
+            (ids(members.voters), ids(members.learners))
         };
         let refuse = |e: DomainError| Attempt::Done(Err(e.into()));
         let result = match change {
@@ -702,11 +553,7 @@ impl Node {
                         )));
                     }
                 }
-                // Blocking: returns once the learner has caught up, so it joins the quorum ready.
-                match self.raft.add_learner(id, node, true).await {
-                    Ok(_) => self.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false).await,
-                    Err(e) => Err(e),
-                }
+                self.consensus.add_voter(id, node).await
             }
             MemberChange::Remove { id } => {
                 if voters.contains(&id) {
@@ -715,16 +562,16 @@ impl Node {
                             "node {id} is the last voter; a cluster cannot remove its last voter"
                         )));
                     }
-                    self.raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false).await
+                    self.consensus.remove_voter(id).await
                 } else if learners.contains(&id) {
-                    self.raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false).await
+                    self.consensus.remove_learner(id).await
                 } else {
                     return refuse(DomainError::NotFound(format!("node {id} is not a member")));
                 }
             }
             MemberChange::TransferLeader { to } => {
                 if self.leader_term().is_none() {
-                    return Attempt::Retry(self.not_leader(self.raft.metrics().borrow_watched().current_leader));
+                    return Attempt::Retry(self.not_leader(self.consensus.leader()));
                 }
                 let to = match to {
                     Some(id) if id == self.id => return Attempt::Done(Ok(ForwardedReply::Member(self.members()))),
@@ -734,7 +581,7 @@ impl Node {
                             "node {id} is not a voter; only voters can lead"
                         )))
                     }
-                    None => match self.successor() {
+                    None => match self.consensus.successor() {
                         Some(id) => id,
                         None => {
                             return refuse(DomainError::FailedPrecondition(
@@ -752,25 +599,11 @@ impl Node {
             }
         };
         match result {
-            Ok(_) => Attempt::Done(Ok(ForwardedReply::Member(self.members()))),
-            Err(e) => match e.forward_to_leader() {
-                Some(f) => Attempt::Retry(self.not_leader(f.leader_id)),
-                None => match e {
-                    RaftError::APIError(e) => refuse(DomainError::FailedPrecondition(e.to_string())),
-                    RaftError::Fatal(e) => Attempt::Done(Err(Error::unavailable(format!("raft stopped: {e}"), None))),
-                },
-            },
+            Ok(()) => Attempt::Done(Ok(ForwardedReply::Member(self.members()))),
+            Err(Refusal::NotLeader(leader)) => Attempt::Retry(self.not_leader(leader)),
+            Err(Refusal::Refused(reason)) => refuse(DomainError::FailedPrecondition(reason)),
+            Err(e @ Refusal::Stopped(_)) => Attempt::Done(Err(Error::unavailable(e.to_string(), None))),
         }
-    }
-
-    /// The other voter with the most of the log, as this leader's replication progress shows.
-    fn successor(&self) -> Option<NodeId> {
-        let metrics = self.raft.metrics();
-        let m = metrics.borrow_watched();
-        let matched = |id: &NodeId| {
-            m.replication.as_ref().and_then(|r| r.get(id)).and_then(|l| l.as_ref()).map_or(0, |l| l.index)
-        };
-        m.membership_config.membership().voter_ids().filter(|id| *id != self.id).max_by_key(matched)
     }
 
     /// Asks openraft to hand leadership to `to` and waits until this node no longer leads; answers
@@ -779,23 +612,19 @@ impl Node {
     /// again. Another voter may also win the election the transfer starts; the caller decides what
     /// that means.
     async fn transfer_leadership(&self, to: NodeId) -> Result<NodeId> {
-        let mut metrics = self.raft.metrics();
+        let mut changes = self.consensus.changes();
         loop {
-            self.raft
-                .trigger()
-                .transfer_leader(to)
-                .await
-                .map_err(|e| Error::unavailable(format!("raft stopped: {e}"), None))?;
+            self.consensus.request_transfer(to).await.map_err(|e| Error::unavailable(e.to_string(), None))?;
             let retry_at = tokio::time::Instant::now() + TRANSFER_RETRY;
             loop {
-                let leader = metrics.borrow_watched().current_leader;
+                let leader = changes.leader();
                 match leader {
                     Some(l) if l == to || (l != self.id && self.leader_term().is_none()) => return Ok(l),
                     _ => {}
                 }
-                match tokio::time::timeout_at(retry_at, metrics.changed()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => return Err(Error::unavailable("raft stopped during the leader transfer", None)),
+                match tokio::time::timeout_at(retry_at, changes.changed()).await {
+                    Ok(true) => {}
+                    Ok(false) => return Err(Error::unavailable("raft stopped during the leader transfer", None)),
                     Err(_) => break,
                 }
             }
@@ -808,7 +637,7 @@ impl Node {
         if self.leader_term().is_none() {
             return;
         }
-        let Some(to) = self.successor() else { return };
+        let Some(to) = self.consensus.successor() else { return };
         let started = Instant::now();
         match tokio::time::timeout(within, self.transfer_leadership(to)).await {
             Ok(Ok(leader)) => {
@@ -821,37 +650,26 @@ impl Node {
         }
     }
 
-    /// The current membership, leader and term.
     fn members(&self) -> Members {
-        let metrics = self.raft.metrics();
-        let m = metrics.borrow_watched();
-        let membership = m.membership_config.membership();
-        let entry = |id: NodeId| Some((id, membership.get_node(&id)?.clone()));
-        Members {
-            voters: membership.voter_ids().filter_map(entry).collect(),
-            learners: membership.learner_ids().filter_map(entry).collect(),
-            leader_id: m.current_leader,
-            term: m.current_term,
-            log_index: m.membership_config.log_id().as_ref().map_or(0, |id| id.index),
-        }
+        self.consensus.members()
     }
 
     /// This node's own view, for `NodeInfo` and `Cluster/Status`.
     pub fn view(&self) -> NodeView {
-        let metrics = self.raft.metrics().borrow_watched().clone();
+        let progress = self.consensus.progress();
         let me = self.member(self.id).unwrap_or_default();
         NodeView {
             id: self.id,
             client_addr: me.client_addr,
             peer_addr: me.peer_addr,
-            role: format!("{:?}", metrics.state).to_lowercase(),
-            term: metrics.current_term,
-            last_log_index: metrics.last_log_index.unwrap_or(0),
-            applied_index: metrics.last_applied.as_ref().map_or(0, |id| id.index),
+            role: progress.role,
+            term: progress.term,
+            last_log_index: progress.last_log_index,
+            applied_index: progress.applied_index,
             matched_index: None,
-            leader_id: metrics.current_leader,
-            snapshot_index: metrics.snapshot.as_ref().map_or(0, |id| id.index),
-            purged_index: metrics.purged.as_ref().map_or(0, |id| id.index),
+            leader_id: progress.leader_id,
+            snapshot_index: progress.snapshot_index,
+            purged_index: progress.purged_index,
             gossip: self.replica.lag(self.peer_members().into_iter().map(|(id, _)| id)),
             jobs: self.jobs.views(),
         }
@@ -859,22 +677,14 @@ impl Node {
 
     /// The leader, the term and every member, as this node knows them.
     pub fn membership(&self) -> (Option<NodeId>, u64, Vec<(NodeId, PeerNode)>) {
-        let metrics = self.raft.metrics();
-        let m = metrics.borrow_watched();
-        let members = m.membership_config.membership().nodes().map(|(id, n)| (*id, n.clone())).collect();
-        (m.current_leader, m.current_term, members)
+        let members = self.members();
+        (members.leader_id, members.term, members.all())
     }
 
     /// Every other member with its peer address.
     fn peer_members(&self) -> Vec<(NodeId, String)> {
-        let metrics = self.raft.metrics();
-        let m = metrics.borrow_watched();
-        m.membership_config
-            .membership()
-            .nodes()
-            .filter(|(id, _)| **id != self.id)
-            .map(|(id, n)| (*id, n.peer_addr.clone()))
-            .collect()
+        let all = self.members().all().into_iter();
+        all.filter(|(id, _)| *id != self.id).map(|(id, n)| (id, n.peer_addr)).collect()
     }
 
     /// Merges a peer's gossip into the eventual replica.
@@ -917,10 +727,8 @@ impl Node {
 
     /// The cluster as this node sees it, completed by asking every other member for its view.
     pub async fn cluster_view(&self) -> ClusterView {
-        let metrics = self.raft.metrics().borrow_watched().clone();
-        let members: Vec<(NodeId, PeerNode)> =
-            metrics.membership_config.membership().nodes().map(|(id, n)| (*id, n.clone())).collect();
-        let lookups = members.into_iter().map(|(id, node)| async move {
+        let (members, progress) = (self.members(), self.consensus.progress());
+        let lookups = members.all().into_iter().map(|(id, node)| async move {
             if id == self.id {
                 return self.view();
             }
@@ -968,14 +776,12 @@ impl Node {
             }
         });
         let mut nodes = futures::future::join_all(lookups).await;
-        if let Some(replication) = &metrics.replication {
+        if let Some(matched) = &progress.matched {
             for node in &mut nodes {
-                if let Some(matched) = replication.get(&node.id) {
-                    node.matched_index = Some(matched.as_ref().map_or(0, |id| id.index));
-                }
+                node.matched_index = matched.get(&node.id).copied();
             }
         }
-        ClusterView { served_by: self.id, leader_id: metrics.current_leader, term: metrics.current_term, nodes }
+        ClusterView { served_by: self.id, leader_id: progress.leader_id, term: progress.term, nodes }
     }
 }
 
@@ -1182,16 +988,6 @@ impl Listeners {
     }
 }
 
-/// Whether nodes `a` and `b` (two distinct nodes) are a majority of every one of `configs`, the
-/// voter sets of a membership (two while a change is joint).
-fn pair_is_majority(configs: &[BTreeSet<NodeId>], a: NodeId, b: NodeId) -> bool {
-    a != b
-        && configs.iter().all(|voters| {
-            let ours = usize::from(voters.contains(&a)) + usize::from(voters.contains(&b));
-            ours * 2 > voters.len()
-        })
-}
-
 /// Who sends a forwarded batch, and its voted term as the batch left when the batch holds
 /// LINEARIZABLE reads (see [`ForwardBatch`]): not openraft's metrics, which may lag a vote just
 /// granted and so overstate the proof the leader builds on it.
@@ -1296,40 +1092,6 @@ const TRANSFER_RETRY: Duration = Duration::from_millis(500);
 /// How long a stopping leader waits for its successor to take over before it stops anyway.
 const LEADER_HANDOVER: Duration = Duration::from_secs(2);
 
-fn openraft_config(config: &Config) -> anyhow::Result<openraft::Config> {
-    let hb = config.heartbeat.as_millis() as u64;
-    let raft_config = openraft::Config {
-        cluster_name: "raftlot".to_string(),
-        heartbeat_interval: hb,
-        // openraft's followers refuse votes for a leader lease of election_timeout_max after the
-        // last heartbeat, so a candidate's first try (before that) always fails and the election
-        // lands between max and 2 x max after a leader dies. 2-4 heartbeats keeps that at
-        // 200-400 ms; pre-vote keeps one starved follower from disturbing a live leader, since the
-        // others still hold its lease.
-        election_timeout_min: hb * 2,
-        election_timeout_max: hb * 4,
-        // Pre-vote keeps a partitioned node that rejoins from deposing a healthy leader.
-        enable_pre_vote: Some(true),
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_logs),
-        // Keep some log after a snapshot so a briefly lagging follower catches up by entries, not by
-        // a whole snapshot.
-        max_in_snapshot_log_to_keep: config.snapshot_logs.min(1_000),
-        // A whole snapshot travels in one message; openraft's 200 ms default suits only tiny ones.
-        install_snapshot_timeout: 10_000,
-        // The log store returns from append before its flush (see log_store.rs), so followers get
-        // new entries while the leader's flush runs.
-        broadcast_submitted_on_append: Some(true),
-        // A member whose disk was lost comes back with an empty log while the leader still tracks
-        // what it had. openraft's default treats that as a bug and stops the leader's Raft core,
-        // turning one lost disk into a cluster outage; allowed, the leader starts that member's
-        // replication over (by snapshot if need be). The forgotten vote is the same risk either way,
-        // which is why the README still says to remove such a member before it returns.
-        allow_log_reversion: Some(true),
-        ..Default::default()
-    };
-    Ok(raft_config.validate()?)
-}
-
 /// Runs a node on already-bound listeners until `shutdown` resolves. `faults` cuts peer links on
 /// demand; tests running several nodes in one process share one.
 pub async fn run(
@@ -1340,14 +1102,9 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
-    let db = sled::Config::new()
-        .path(config.data_dir.join("sled"))
-        .cache_capacity(config.cache_bytes)
-        .open()
+    let disk = Disk::open(&config.data_dir.join("sled"), config.cache_bytes)
         .with_context(|| format!("cannot open sled under {}", config.data_dir.display()))?;
-    let disk = Disk::new(db.clone());
     let log_store = LogStore::open(&disk)?;
-    let voted = log_store.voted_term();
     let refusing = || format!("refusing to start node {} on data directory {}", config.id, config.data_dir.display());
     let replica = Arc::new(EventualReplica::open(&disk, config.id).with_context(refusing)?);
     let identity = Arc::new(ClusterIdentity::open(&disk)?);
@@ -1355,15 +1112,7 @@ pub async fn run(
     let peers =
         PeerClients::new(config.id, config.cluster_secret.clone(), config.tls.as_ref(), identity.clone(), faults);
     let metrics = Arc::new(Metrics::new(disk.clone()));
-    let raft = Raft::new(
-        config.id,
-        std::sync::Arc::new(openraft_config(&config)?),
-        NetworkFactory { clients: peers.clone() },
-        log_store,
-        sm.clone(),
-    )
-    .await
-    .context("cannot start raft")?;
+    let consensus = Consensus::start(&config, NetworkFactory { clients: peers.clone() }, log_store, sm).await?;
 
     // The configured members other than this node, by peer address: asked for their cluster id.
     let others: BTreeMap<NodeId, String> = config
@@ -1373,7 +1122,7 @@ pub async fn run(
         .map(|(id, m)| (*id, m.peer_addr.to_string()))
         .collect();
     let lowest = config.members.keys().next().copied();
-    if lowest == Some(config.id) && !raft.is_initialized().await? {
+    if lowest == Some(config.id) && !consensus.is_initialized().await? {
         let members: BTreeMap<NodeId, PeerNode> = config
             .members
             .iter()
@@ -1397,14 +1146,12 @@ pub async fn run(
                 tracing::info!(?members, %cluster_id, "initialising a new cluster");
             }
         }
-        raft.initialize(members).await.context("cannot initialise the cluster")?;
+        consensus.initialize(members).await?;
     }
 
-    let read_index_rounds_run = Arc::new(AtomicU64::new(0));
     let node = Arc::new(Node {
         id: config.id,
-        raft: raft.clone(),
-        sm,
+        consensus,
         replica,
         peers,
         request_timeout: config.request_timeout,
@@ -1414,9 +1161,6 @@ pub async fn run(
         jobs: Jobs::default(),
         identity,
         forwarders: Mutex::default(),
-        read_index: read_index_rounds(raft.clone(), config.request_timeout, read_index_rounds_run.clone()),
-        read_index_rounds: read_index_rounds_run,
-        voted,
     });
 
     let stop = CancellationToken::new();
@@ -1458,7 +1202,7 @@ pub async fn run(
         node.hand_over_leadership(LEADER_HANDOVER).await;
     }
     stop.cancel();
-    if let Err(e) = raft.shutdown().await {
+    if let Err(e) = node.consensus.shutdown().await {
         tracing::warn!("raft shutdown: {e}");
     }
     disk.flush().await.context("final flush")?;
@@ -1479,20 +1223,6 @@ mod tests {
     fn add_one(deadline: tokio::time::Instant) -> Queued {
         let command = Command::Add { name: CounterName::parse("c").expect("name"), delta: 1 };
         Queued { request: Forwarded::Write { command, request_id: None }, deadline }
-    }
-
-    #[test]
-    fn a_follower_vouches_for_its_leader_only_where_the_two_are_a_majority() {
-        let voters = |ids: &[NodeId]| ids.iter().copied().collect::<BTreeSet<NodeId>>();
-        assert!(pair_is_majority(&[voters(&[1, 2, 3])], 1, 2));
-        assert!(pair_is_majority(&[voters(&[1, 2])], 1, 2));
-        assert!(!pair_is_majority(&[voters(&[1, 2, 3])], 1, 1), "a leader cannot vouch for itself");
-        assert!(!pair_is_majority(&[voters(&[1, 2, 3])], 1, 4), "a learner is no voter");
-        assert!(!pair_is_majority(&[voters(&[1, 2, 3, 4])], 1, 2), "two of four are no majority");
-        assert!(!pair_is_majority(&[voters(&[1, 2, 3, 4, 5])], 1, 2));
-        // Joint: a majority of the old voters is not enough while the new ones are not all in.
-        assert!(!pair_is_majority(&[voters(&[1, 2, 3]), voters(&[1, 2, 3, 4, 5])], 1, 2));
-        assert!(pair_is_majority(&[voters(&[1, 2, 3]), voters(&[1, 2, 4])], 1, 2));
     }
 
     /// A leader whose link swallows calls (it accepts the connection and never answers): the

@@ -14,7 +14,6 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use openraft::async_runtime::WatchReceiver;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -155,20 +154,13 @@ impl Metrics {
     pub fn render(&self, node: &Node) -> Result<String, std::fmt::Error> {
         let as_gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         let view = node.view();
-        {
-            let metrics = node.raft.metrics();
-            let m = metrics.borrow_watched();
-            let committed = m.local_committed.as_ref().map_or(0, |id| id.index);
-            self.commit_index.set(as_gauge(committed));
-            self.replication_lag.clear();
-            if let Some(replication) = &m.replication {
-                let last = m.last_log_index.unwrap_or(0);
-                for (peer, matched) in replication.iter().filter(|(id, _)| **id != node.id) {
-                    let matched = matched.as_ref().map_or(0, |id| id.index);
-                    let labels = PeerLabels { peer: peer.to_string() };
-                    self.replication_lag.get_or_create(&labels).set(as_gauge(last.saturating_sub(matched)));
-                }
-            }
+        let progress = node.consensus.progress();
+        self.commit_index.set(as_gauge(progress.committed_index));
+        self.replication_lag.clear();
+        for (peer, matched) in progress.matched.iter().flatten().filter(|(id, _)| **id != node.id) {
+            let labels = PeerLabels { peer: peer.to_string() };
+            let lag = progress.last_log_index.saturating_sub(*matched);
+            self.replication_lag.get_or_create(&labels).set(as_gauge(lag));
         }
         self.node_id.set(as_gauge(view.id));
         self.term.set(as_gauge(view.term));
@@ -181,7 +173,7 @@ impl Metrics {
         self.snapshot_index.set(as_gauge(view.snapshot_index));
         let opened = node.append_streams_opened.load(std::sync::atomic::Ordering::Relaxed);
         self.append_streams.inner().store(opened, std::sync::atomic::Ordering::Relaxed);
-        let rounds = node.read_index_rounds.load(std::sync::atomic::Ordering::Relaxed);
+        let rounds = node.consensus.read_index_rounds();
         self.read_index_rounds.inner().store(rounds, std::sync::atomic::Ordering::Relaxed);
         self.gossip_pending.clear();
         self.gossip_since_ack.clear();
@@ -207,14 +199,14 @@ impl Metrics {
     pub async fn count_leader_changes(self: Arc<Self>, node: Arc<Node>, stop: CancellationToken) {
         // The server metrics change with the vote and the leader only; the full metrics change on
         // every commit, and watching those woke this task for every write.
-        let mut metrics = node.raft.server_metrics();
-        let mut last = metrics.borrow_watched().current_leader;
+        let mut changes = node.consensus.leader_changes();
+        let mut last = changes.leader();
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
-                changed = metrics.changed() => if changed.is_err() { return },
+                changed = changes.changed() => if !changed { return },
             }
-            let leader = metrics.borrow_watched().current_leader;
+            let leader = changes.leader();
             if leader.is_some() && leader != last {
                 self.leader_changes.inc();
             }

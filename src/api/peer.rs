@@ -99,7 +99,7 @@ impl RaftPeer for PeerService {
 
     async fn append_entries(&self, request: Request<Blob>) -> Result<Response<Blob>, Status> {
         self.learn_cluster(&request).await?;
-        let reply = self.node.raft.append_entries(decode(request)?).await.map_err(stopped)?;
+        let reply = self.node.consensus.raft().append_entries(decode(request)?).await.map_err(stopped)?;
         if !matches!(reply, openraft::raft::AppendEntriesResponse::HigherVote(_)) {
             self.node.touch_leader_contact();
         }
@@ -115,7 +115,7 @@ impl RaftPeer for PeerService {
         let refused = Arc::new(Mutex::new(None));
         let requests = append_requests(request.into_inner(), refused.clone());
         let node = self.node.clone();
-        let answers = self.node.raft.stream_append(requests).map(move |answer| {
+        let answers = self.node.consensus.raft().stream_append(requests).map(move |answer| {
             let answer = answer.map_err(stopped)?;
             if !matches!(answer, Err(StreamAppendError::HigherVote(_))) {
                 node.touch_leader_contact();
@@ -128,22 +128,22 @@ impl RaftPeer for PeerService {
     }
 
     async fn vote(&self, request: Request<Blob>) -> Result<Response<Blob>, Status> {
-        encode(&self.node.raft.vote(decode(request)?).await.map_err(stopped)?)
+        encode(&self.node.consensus.raft().vote(decode(request)?).await.map_err(stopped)?)
     }
 
     async fn pre_vote(&self, request: Request<Blob>) -> Result<Response<Blob>, Status> {
-        encode(&self.node.raft.pre_vote(decode(request)?).await.map_err(stopped)?)
+        encode(&self.node.consensus.raft().pre_vote(decode(request)?).await.map_err(stopped)?)
     }
 
     async fn transfer_leader(&self, request: Request<Blob>) -> Result<Response<Blob>, Status> {
-        encode(&self.node.raft.handle_transfer_leader(decode(request)?).await.map_err(stopped)?)
+        encode(&self.node.consensus.raft().handle_transfer_leader(decode(request)?).await.map_err(stopped)?)
     }
 
     async fn full_snapshot(&self, request: Request<Blob>) -> Result<Response<Blob>, Status> {
         self.learn_cluster(&request).await?;
         let (vote, meta, data): (Vote, SnapshotMeta, Vec<u8>) = decode(request)?;
         let snapshot = Snapshot { meta, snapshot: data };
-        encode(&self.node.raft.install_full_snapshot(vote, snapshot).await.map_err(stopped)?)
+        encode(&self.node.consensus.raft().install_full_snapshot(vote, snapshot).await.map_err(stopped)?)
     }
 
     async fn forward(&self, request: Request<Blob>) -> Result<Response<Blob>, Status> {

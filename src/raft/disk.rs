@@ -43,6 +43,11 @@ pub struct Disk {
 const BLOCKING_FLUSH_LIMIT: Duration = Duration::from_millis(5);
 
 impl Disk {
+    /// Opens (or creates) the database in `dir`, caching up to `cache_bytes` of it in memory.
+    pub fn open(dir: &std::path::Path, cache_bytes: u64) -> io::Result<Self> {
+        sled::Config::new().path(dir).cache_capacity(cache_bytes).open().map(Disk::new).map_err(io_err)
+    }
+
     pub fn new(db: sled::Db) -> Self {
         Disk { db, tickets: Arc::default(), flushed: Arc::default(), last_flush_us: Arc::default() }
     }

@@ -1,7 +1,9 @@
-//! openraft glue: the type configuration, the sled log store and state machine, and the peer
-//! transport. This module and `api` are the only places that name openraft, sled or tonic, so a
-//! version move stays here.
+//! openraft glue: the type configuration, the node's handle on Raft (`consensus`), the sled log
+//! store and state machine, and the peer transport. This module and `api` are the only places that
+//! name openraft or sled, and the servers' tonic stays in `api` (`error` converts to
+//! `tonic::Status`, the `cli` commands are tonic clients), so a version move stays local.
 
+pub mod consensus;
 pub mod disk;
 pub mod identity;
 pub mod log_store;

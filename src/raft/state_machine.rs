@@ -31,6 +31,13 @@ pub struct AppliedState {
     pub state: State,
 }
 
+impl AppliedState {
+    /// The index of the last entry applied, 0 before any.
+    pub fn applied_index(&self) -> u64 {
+        self.last_applied.as_ref().map_or(0, |id| id.index)
+    }
+}
+
 /// The bytes of a snapshot: the whole domain state with the log position it reflects.
 #[derive(Serialize, Deserialize)]
 struct SnapshotBody {
