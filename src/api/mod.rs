@@ -55,12 +55,12 @@ fn connector() -> hyper_util::client::legacy::connect::HttpConnector {
     http
 }
 
-/// A channel to `endpoint` that connects on first use, through [`connector`].
+/// A channel to `endpoint` that connects on first use, through `connector`.
 pub fn connect_lazy(endpoint: &Endpoint) -> Channel {
     endpoint.connect_with_connector_lazy(connector())
 }
 
-/// A channel to `endpoint`, connected now, through [`connector`].
+/// A channel to `endpoint`, connected now, through `connector`.
 pub async fn connect(endpoint: &Endpoint) -> Result<Channel, tonic::transport::Error> {
     endpoint.connect_with_connector(connector()).await
 }

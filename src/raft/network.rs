@@ -5,7 +5,7 @@
 //! new entries, or a new commit index, without waiting for the answer to the previous request: with
 //! one request in flight at a time, a write's entries waited behind the round trip that carried the
 //! previous write's commit. openraft starts a call per replication session and per heartbeat; a
-//! call that drains leaves its stream open for the next one (see [`Pipe`]).
+//! call that drains leaves its stream open for the next one (see `Pipe`).
 //!
 //! Channels are created lazily and reconnect by themselves, so a peer that is down costs a refused
 //! connection per attempt (openraft backs off on `Unreachable`), and a restarted peer is picked up

@@ -6,7 +6,7 @@
 //! - A state received by gossip is written but not flushed; after a crash the sender's session
 //!   check makes it send everything again.
 //! - Committed writes are folded in memory only. Their part of the view is a function of the applied
-//!   state, so start-up and snapshot install rebuild it with [`crdt::Replica::reconcile`].
+//!   state, so start-up and snapshot install rebuild it with [`crate::crdt::Replica::reconcile`].
 
 use std::io;
 use std::sync::{Mutex, MutexGuard};
