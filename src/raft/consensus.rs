@@ -152,7 +152,8 @@ pub struct Consensus {
 }
 
 impl Consensus {
-    /// Starts Raft on this node's log and state machine; `request_timeout` bounds a ReadIndex round.
+    /// Starts Raft on this node's log and state machine; `config.request_timeout` bounds a ReadIndex
+    /// round.
     pub async fn start(
         config: &Config,
         network: NetworkFactory,
@@ -177,7 +178,7 @@ impl Consensus {
         Ok(self.raft.is_initialized().await?)
     }
 
-    /// Makes `members` the first membership of a new cluster, with this node as a candidate.
+    /// Makes `members` the first membership of a new cluster; an election follows.
     pub async fn initialize(&self, members: BTreeMap<NodeId, PeerNode>) -> anyhow::Result<()> {
         self.raft.initialize(members).await.context("cannot initialise the cluster")
     }
