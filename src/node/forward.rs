@@ -19,7 +19,7 @@ use super::{Attempt, Consistency, Forwarded, ForwardedReply, Node};
 /// leader never works on a request its client has given up on. A `Forward` call carries a batch of
 /// them and is answered with one result each, in order.
 #[derive(Serialize, Deserialize)]
-pub(super) struct Envelope {
+struct Envelope {
     request: Forwarded,
     timeout_ms: u64,
 }
@@ -28,7 +28,7 @@ pub(super) struct Envelope {
 /// batch holds LINEARIZABLE reads, so the leader may count the call as the sender's
 /// acknowledgement of its leadership (see [`crate::raft::consensus::Consensus::vouched_by`]).
 #[derive(Serialize, Deserialize)]
-pub(super) struct ForwardBatch {
+struct ForwardBatch {
     from: NodeId,
     term: Option<u64>,
     envelopes: Vec<Envelope>,
@@ -37,7 +37,7 @@ pub(super) struct ForwardBatch {
 impl ForwardBatch {
     /// The most time any of its requests has left: how long the call, and the leader's work on it,
     /// may take.
-    pub(super) fn longest_timeout(&self) -> Duration {
+    fn longest_timeout(&self) -> Duration {
         Duration::from_millis(self.envelopes.iter().map(|e| e.timeout_ms).max().unwrap_or(0))
     }
 }
@@ -59,7 +59,7 @@ impl Lane {
     /// two: 64-client LINEARIZABLE reads faster in seven of nine alternating pairs (median +10%,
     /// node CPU per read -9%), 16 clients on a follower no slower in three pairs, one client
     /// unchanged; 64-client writes inside the spread either way.
-    pub(super) fn calls(self) -> usize {
+    fn calls(self) -> usize {
         match self {
             Lane::Write => 2,
             Lane::Read => 1,
@@ -68,7 +68,7 @@ impl Lane {
 }
 
 /// The most requests one `Forward` call carries.
-pub(super) const FORWARD_BATCH: usize = 512;
+const FORWARD_BATCH: usize = 512;
 
 /// A request waiting to be forwarded, with its client's deadline. The envelope's remaining time is
 /// taken when its call is sent, not when it was queued: a request that waited for a call slot behind
@@ -102,7 +102,7 @@ impl Node {
         answer.unwrap_or_else(answered_short)
     }
 
-    pub(super) fn forwarder(&self, leader: NodeId, addr: String, lane: Lane) -> Arc<Forwarder> {
+    fn forwarder(&self, leader: NodeId, addr: String, lane: Lane) -> Arc<Forwarder> {
         let mut forwarders = self.forwarders.lock().unwrap_or_else(|p| p.into_inner());
         let key = (leader, addr, lane);
         if let Some(forwarder) = forwarders.get(&key) {
@@ -152,7 +152,7 @@ impl Node {
 /// Who sends a forwarded batch, and its voted term as the batch left when the batch holds
 /// LINEARIZABLE reads (see [`ForwardBatch`]): not openraft's metrics, which may lag a vote just
 /// granted and so overstate the proof the leader builds on it.
-pub(super) struct Origin {
+struct Origin {
     id: NodeId,
     term: Option<u64>,
 }
@@ -160,7 +160,7 @@ pub(super) struct Origin {
 /// Sends a batch of forwarded requests to the leader in one call and answers each of them. A
 /// request whose deadline passed while it waited for the call is not sent: it is answered as
 /// certainly not executed, and its caller gives up with UNAVAILABLE.
-pub(super) async fn send_forwards(
+async fn send_forwards(
     peers: PeerClients,
     leader: NodeId,
     addr: String,
@@ -191,12 +191,12 @@ pub(super) async fn send_forwards(
     answers.into_iter().map(|a| a.or_else(|| sent.next()).unwrap_or_else(answered_short)).collect()
 }
 
-pub(super) fn answered_short() -> Attempt {
+fn answered_short() -> Attempt {
     Attempt::Done(Err(Error::internal("the leader answered a forwarded batch short")))
 }
 
 /// One `Forward` call carrying `batch`; one attempt per envelope, in order.
-pub(super) async fn call_forward(
+async fn call_forward(
     peers: &PeerClients,
     leader: NodeId,
     addr: &str,
@@ -253,7 +253,7 @@ mod tests {
     use crate::raft::identity::ClusterIdentity;
     use crate::raft::network::Faults;
 
-    pub(super) fn add_one(deadline: tokio::time::Instant) -> Queued {
+    fn add_one(deadline: tokio::time::Instant) -> Queued {
         let command = Command::Add { name: CounterName::parse("c").expect("name"), delta: 1 };
         Queued { request: Forwarded::Write { command, request_id: None }, deadline }
     }
@@ -262,7 +262,7 @@ mod tests {
     /// request that waited in the queue until its deadline passed is refused without being sent,
     /// and the live one is given only what is left of its own deadline, not a fresh one.
     #[tokio::test]
-    pub(super) async fn a_forward_gets_what_is_left_of_its_deadline() {
+    async fn a_forward_gets_what_is_left_of_its_deadline() {
         let silent = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = silent.local_addr().expect("addr").to_string();
         let dir = tempfile::tempdir().expect("temp dir");

@@ -15,7 +15,7 @@ use crate::raft::NodeId;
 use super::Node;
 
 /// The least time between two gossip sends to one peer that a write triggers.
-pub(super) const GOSSIP_SPACING: Duration = Duration::from_millis(2);
+const GOSSIP_SPACING: Duration = Duration::from_millis(2);
 
 /// Runs anti-entropy: one task per peer, each sending what that peer lacks as soon as this node
 /// buffers a delta and at least every `interval` (for acks, retries and full syncs), so a slow or
@@ -81,7 +81,7 @@ impl Node {
 
     /// Sends `peer` what it lacks of this node's eventual writes, if anything. False when the peer
     /// could not be reached or answered nonsense.
-    pub(super) async fn gossip_to(&self, peer: NodeId, addr: &str) -> bool {
+    async fn gossip_to(&self, peer: NodeId, addr: &str) -> bool {
         let Some(message) = self.replica.outgoing(peer) else { return true };
         let upto = message.upto;
         // A whole state may be large; a delta group is small and late ones are simply resent.

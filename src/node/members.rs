@@ -13,7 +13,7 @@ use crate::raft::{NodeId, PeerNode};
 use super::{Attempt, Forwarded, ForwardedReply, MemberChange, Node};
 
 /// How long a leader waits for a transfer to land before it asks again.
-pub(super) const TRANSFER_RETRY: Duration = Duration::from_millis(500);
+const TRANSFER_RETRY: Duration = Duration::from_millis(500);
 
 impl Node {
     /// Runs a membership change on the leader and returns the membership it left.
@@ -102,7 +102,7 @@ impl Node {
     /// leader's within an election timeout, which under load it may miss; then the request is sent
     /// again. Another voter may also win the election the transfer starts; the caller decides what
     /// that means.
-    pub(super) async fn transfer_leadership(&self, to: NodeId) -> Result<NodeId> {
+    async fn transfer_leadership(&self, to: NodeId) -> Result<NodeId> {
         let mut changes = self.consensus.changes();
         loop {
             self.consensus.request_transfer(to).await.map_err(|e| Error::unavailable(e.to_string(), None))?;

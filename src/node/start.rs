@@ -31,7 +31,7 @@ use super::Node;
 
 /// Creates the start-up lots that do not exist yet. Every node does this on every start; `EnsureLot`
 /// is a no-op for an existing lot, so repeats cost a log entry and never resize or empty a lot.
-pub(super) async fn ensure_lots(node: Arc<Node>, lots: Vec<(LotName, LotSpec)>, stop: CancellationToken) {
+async fn ensure_lots(node: Arc<Node>, lots: Vec<(LotName, LotSpec)>, stop: CancellationToken) {
     for (lot, spec) in lots {
         loop {
             match node.write(Command::EnsureLot { lot: lot.clone(), spec }, None).await {
@@ -47,7 +47,7 @@ pub(super) async fn ensure_lots(node: Arc<Node>, lots: Vec<(LotName, LotSpec)>, 
 }
 
 /// Asks every one of `members` for its `NodeInfo` (which carries its cluster id), at once.
-pub(super) async fn ask_members(
+async fn ask_members(
     peers: &PeerClients,
     members: &BTreeMap<NodeId, String>,
 ) -> Vec<(NodeId, std::result::Result<crate::pb::peer::NodeInfoReply, CallError>)> {
@@ -64,7 +64,7 @@ pub(super) async fn ask_members(
 /// guard keeps refusing foreign calls from then on. Only the members `--peers` names are asked, not
 /// the Raft membership: data from another cluster carries that cluster's membership, whose nodes
 /// would vouch for it.
-pub(super) async fn refuse_foreign_data(node: &Node, asked: BTreeMap<NodeId, String>) -> anyhow::Error {
+async fn refuse_foreign_data(node: &Node, asked: BTreeMap<NodeId, String>) -> anyhow::Error {
     let Some(mine) = node.identity.get() else { return std::future::pending().await };
     let give_up = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
@@ -136,14 +136,14 @@ pub struct Listeners {
 }
 
 /// How long a node keeps trying a port that is in use before it gives up.
-pub(super) const BIND_PATIENCE: Duration = Duration::from_secs(3);
+const BIND_PATIENCE: Duration = Duration::from_secs(3);
 
 /// Binds `addr`, trying again for a few seconds while it is in use. A client that dials this node's
 /// port on loopback before the node is up can be handed that very port as its own source port (it
 /// lies in Linux's ephemeral range), connecting to itself and holding the port until it notices; a
 /// quickstart restart hit this. raftlot's own clients set SO_REUSEADDR (`api::connect_lazy`), which
 /// lets this bind succeed anyway; other programs' clients need the wait.
-pub(super) async fn bind_patiently(addr: SocketAddr) -> std::io::Result<TcpListener> {
+async fn bind_patiently(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let give_up = tokio::time::Instant::now() + BIND_PATIENCE;
     loop {
         match TcpListener::bind(addr).await {
