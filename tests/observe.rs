@@ -181,7 +181,8 @@ async fn metrics_cover_raft_gossip_disk_and_every_request() {
     assert!((1.0..64.0).contains(&ran), "64 concurrent reads ran {ran} ReadIndex rounds");
 
     // A follower's forwarded LINEARIZABLE reads run none: with three voters the forward call is the
-    // follower's own acknowledgement of the leader (see `Consensus::vouched_by` in `src/raft/consensus.rs`). Every read is still right.
+    // follower's own acknowledgement of the leader (see `Consensus::vouched_by` in
+    // `src/raft/consensus.rs`). Every read is still right.
     for follower in &followers {
         let (_, before) = scrape(&cluster, leader).await;
         for _ in 0..20 {

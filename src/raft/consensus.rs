@@ -111,31 +111,22 @@ pub struct Progress {
     pub matched: Option<BTreeMap<NodeId, u64>>,
 }
 
-/// Wakes on every change of this node's Raft state (a new leader, but also every apply).
-pub struct Changes(WatchReceiverOf<TypeConfig, RaftMetrics<TypeConfig>>);
-
-impl Changes {
-    /// Waits for the next change; false once Raft has stopped.
-    pub async fn changed(&mut self) -> bool {
-        self.0.changed().await.is_ok()
-    }
-
-    pub fn leader(&self) -> Option<NodeId> {
-        self.0.borrow_watched().current_leader
-    }
+/// Wakes on changes to one of openraft's metrics, `M`, and tells who leads after each:
+/// [`Consensus::changes`] wakes on every apply as well, [`Consensus::leader_changes`] only when the
+/// vote or the leader moves.
+pub struct Changes<M: Send + Sync + 'static> {
+    rx: WatchReceiverOf<TypeConfig, M>,
+    leader: fn(&M) -> Option<NodeId>,
 }
 
-/// Wakes only when the vote or the leader changes, not on every apply.
-pub struct LeaderChanges(WatchReceiverOf<TypeConfig, RaftServerMetrics<TypeConfig>>);
-
-impl LeaderChanges {
+impl<M: Send + Sync + 'static> Changes<M> {
     /// Waits for the next change; false once Raft has stopped.
     pub async fn changed(&mut self) -> bool {
-        self.0.changed().await.is_ok()
+        self.rx.changed().await.is_ok()
     }
 
     pub fn leader(&self) -> Option<NodeId> {
-        self.0.borrow_watched().current_leader
+        (self.leader)(&self.rx.borrow_watched())
     }
 }
 
@@ -202,12 +193,12 @@ impl Consensus {
         self.read_index_rounds.load(Ordering::Relaxed)
     }
 
-    pub fn changes(&self) -> Changes {
-        Changes(self.raft.metrics())
+    pub fn changes(&self) -> Changes<RaftMetrics<TypeConfig>> {
+        Changes { rx: self.raft.metrics(), leader: |m| m.current_leader }
     }
 
-    pub fn leader_changes(&self) -> LeaderChanges {
-        LeaderChanges(self.raft.server_metrics())
+    pub fn leader_changes(&self) -> Changes<RaftServerMetrics<TypeConfig>> {
+        Changes { rx: self.raft.server_metrics(), leader: |m| m.current_leader }
     }
 
     pub fn leader(&self) -> Option<NodeId> {
@@ -277,13 +268,7 @@ impl Consensus {
     /// Commits `proposal` and returns its outcome once this leader applied it. Cancelling the call
     /// does not withdraw a proposal already made.
     pub async fn propose(&self, proposal: Proposal) -> Result<Applied, Refusal> {
-        match self.raft.client_write(proposal).await {
-            Ok(response) => Ok(response.data),
-            Err(e) => Err(match e.forward_to_leader() {
-                Some(f) => Refusal::NotLeader(f.leader_id),
-                None => Refusal::Stopped(e.to_string()),
-            }),
-        }
+        self.raft.client_write(proposal).await.map(|response| response.data).map_err(refusal)
     }
 
     /// Confirms this node's leadership as `how` asks and waits until it has applied what was

@@ -66,7 +66,7 @@ impl StateMachine {
             inner =
                 AppliedState { last_applied: meta.last_log_id, membership: meta.last_membership, state: body.state };
         }
-        replica.reconcile(&inner.state, inner.last_applied.map_or(0, |id| id.index));
+        replica.reconcile(&inner.state, inner.applied_index());
         Ok(StateMachine { inner: Arc::new(RwLock::new(inner)), replica, snapshots })
     }
 
