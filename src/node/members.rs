@@ -93,7 +93,9 @@ impl Node {
             Ok(()) => Attempt::Done(Ok(ForwardedReply::Member(self.members()))),
             Err(Refusal::NotLeader(leader)) => Attempt::Retry(self.not_leader(leader)),
             Err(Refusal::Refused(reason)) => refuse(DomainError::FailedPrecondition(reason)),
-            Err(e @ Refusal::Stopped(_)) => Attempt::Done(Err(Error::unavailable(e.to_string(), None))),
+            Err(e @ (Refusal::Stopped(_) | Refusal::Undecided(_))) => {
+                Attempt::Done(Err(Error::unavailable(e.to_string(), None)))
+            }
         }
     }
 

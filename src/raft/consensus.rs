@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use openraft::async_runtime::WatchReceiver;
-use openraft::error::RaftError;
+use openraft::error::{ClientWriteError, RaftError};
 use openraft::metrics::RaftServerMetrics;
 use openraft::type_config::alias::WatchReceiverOf;
 use openraft::{ChangeMembers, RaftMetrics, ReadPolicy};
@@ -58,6 +58,10 @@ pub enum Confirm {
 pub enum Refusal {
     /// This node does not lead; the leader it knows of, if any. Nothing was proposed.
     NotLeader(Option<NodeId>),
+    /// Proposed, but its entry left this node's log when the node followed another leader (a
+    /// conflicting entry replaced it, or a snapshot covered it). Another node may hold the entry
+    /// and commit it yet, so the outcome is unknown: the proposal must not be made again.
+    Undecided(String),
     /// openraft refused the change as asked (a membership change that conflicts with one in flight).
     Refused(String),
     /// Raft on this node has stopped.
@@ -69,6 +73,11 @@ impl std::fmt::Display for Refusal {
         match self {
             Refusal::NotLeader(Some(leader)) => write!(f, "this node does not lead; node {leader} does"),
             Refusal::NotLeader(None) => write!(f, "this node does not lead and knows no leader"),
+            Refusal::Undecided(reason) => write!(
+                f,
+                "not acknowledged and may or may not apply: its log entry was dropped here when another \
+                 leader took over, and another node may still commit it ({reason})"
+            ),
             Refusal::Refused(reason) => write!(f, "{reason}"),
             Refusal::Stopped(reason) => write!(f, "raft stopped: {reason}"),
         }
@@ -369,13 +378,14 @@ impl Consensus {
     }
 }
 
-fn refusal(e: RaftError<TypeConfig, openraft::error::ClientWriteError<TypeConfig>>) -> Refusal {
-    match e.forward_to_leader() {
-        Some(f) => Refusal::NotLeader(f.leader_id),
-        None => match e {
-            RaftError::APIError(e) => Refusal::Refused(e.to_string()),
-            RaftError::Fatal(e) => Refusal::Stopped(e.to_string()),
-        },
+fn refusal(e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> Refusal {
+    // Not `RaftError::forward_to_leader`: it answers for a discarded entry as well, whose
+    // proposal may still commit, and a retry of that could apply it twice.
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => Refusal::NotLeader(f.leader_id),
+        RaftError::APIError(e @ ClientWriteError::LogEntryDiscarded(_)) => Refusal::Undecided(e.to_string()),
+        RaftError::APIError(e) => Refusal::Refused(e.to_string()),
+        RaftError::Fatal(e) => Refusal::Stopped(e.to_string()),
     }
 }
 
@@ -472,5 +482,19 @@ mod tests {
         // Joint: a majority of the old voters is not enough while the new ones are not all in.
         assert!(!pair_is_majority(&[voters(&[1, 2, 3]), voters(&[1, 2, 3, 4, 5])], 1, 2));
         assert!(pair_is_majority(&[voters(&[1, 2, 3]), voters(&[1, 2, 4])], 1, 2));
+    }
+
+    /// Only a proposal openraft refused before appending may be retried at another leader. One whose
+    /// entry was appended and later dropped here may still commit elsewhere, so a retry could apply
+    /// it twice.
+    #[test]
+    fn only_a_write_that_was_never_appended_counts_as_not_led() {
+        let leader = || openraft::error::ForwardToLeader::<TypeConfig>::new(2, PeerNode::default());
+        let not_led = refusal(RaftError::APIError(ClientWriteError::ForwardToLeader(leader())));
+        assert!(matches!(not_led, Refusal::NotLeader(Some(2))), "{not_led:?}");
+
+        let dropped = refusal(RaftError::APIError(ClientWriteError::LogEntryDiscarded(leader())));
+        assert!(matches!(dropped, Refusal::Undecided(_)), "{dropped:?}");
+        assert!(dropped.to_string().contains("may or may not apply"), "{dropped}");
     }
 }
