@@ -120,8 +120,8 @@ impl Node {
         forwarder
     }
 
-    /// Executes a batch of forwarded requests here, together (so the writes share a log append),
-    /// never forwarding them again (so no request can loop).
+    /// Executes a batch of forwarded requests here, together (so the writes share the proposal
+    /// batches of `Consensus::propose`), never forwarding them again (so no request can loop).
     pub async fn execute_forwarded(&self, blob: &crate::pb::peer::Blob) -> Result<Vec<Result<ForwardedReply>>> {
         let batch: ForwardBatch = from_blob(blob)
             .map_err(|e| Error::Domain(crate::domain::DomainError::invalid("forward", e.to_string())))?;

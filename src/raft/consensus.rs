@@ -11,6 +11,7 @@ use std::sync::{Arc, RwLockReadGuard};
 use std::time::Duration;
 
 use anyhow::Context;
+use futures::StreamExt;
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::metrics::RaftServerMetrics;
@@ -32,6 +33,16 @@ use crate::domain::{Applied, Proposal};
 /// Under load one round serves dozens of reads instead of each read queueing its own message in
 /// openraft's core and its own waiter on the applied index.
 const READ_INDEX_ROUNDS: usize = 2;
+
+/// Proposal batches that may be in openraft at once. A proposal that finds them all busy waits for
+/// the next batch, and the batch goes to openraft as one message, one log append and one entry run:
+/// openraft's core runs the commands of each message it takes before it takes the next, so writes
+/// proposed one by one become one append each, however many arrive together. Two let one batch be
+/// appended while the one before it waits for its quorum, as the forward calls for writes do.
+const PROPOSAL_BATCHES: usize = 2;
+
+/// The most proposals one batch carries, so that one append stays one modest sled record.
+const PROPOSAL_BATCH: usize = 512;
 
 /// What confirming leadership found, shared by every read that waited on it.
 #[derive(Debug, Clone)]
@@ -58,9 +69,10 @@ pub enum Confirm {
 pub enum Refusal {
     /// This node does not lead; the leader it knows of, if any. Nothing was proposed.
     NotLeader(Option<NodeId>),
-    /// Proposed, but its entry left this node's log when the node followed another leader (a
-    /// conflicting entry replaced it, or a snapshot covered it). Another node may hold the entry
-    /// and commit it yet, so the outcome is unknown: the proposal must not be made again.
+    /// Proposed, but no outcome is known: its entry left this node's log when the node followed
+    /// another leader (a conflicting entry replaced it, or a snapshot covered it), and another node
+    /// may hold the entry and commit it yet; or no quorum committed it in time. The proposal must
+    /// not be made again. The reason says which.
     Undecided(String),
     /// openraft refused the change as asked (a membership change that conflicts with one in flight).
     Refused(String),
@@ -73,11 +85,7 @@ impl std::fmt::Display for Refusal {
         match self {
             Refusal::NotLeader(Some(leader)) => write!(f, "this node does not lead; node {leader} does"),
             Refusal::NotLeader(None) => write!(f, "this node does not lead and knows no leader"),
-            Refusal::Undecided(reason) => write!(
-                f,
-                "not acknowledged and may or may not apply: its log entry was dropped here when another \
-                 leader took over, and another node may still commit it ({reason})"
-            ),
+            Refusal::Undecided(reason) => write!(f, "not acknowledged and may or may not apply: {reason}"),
             Refusal::Refused(reason) => write!(f, "{reason}"),
             Refusal::Stopped(reason) => write!(f, "raft stopped: {reason}"),
         }
@@ -145,6 +153,8 @@ pub struct Consensus {
     sm: StateMachine,
     /// Sent with forwarded LINEARIZABLE reads; see [`Consensus::vouched_by`].
     voted: VotedTerm,
+    /// Gathers the proposals that arrive together into one openraft message.
+    proposals: Batcher<Proposal, Result<Applied, Refusal>>,
     /// Shares ReadIndex rounds among the LINEARIZABLE reads this node serves as leader.
     read_index: Batcher<(), Confirmation>,
     /// ReadIndex rounds `read_index` started: fewer than the LINEARIZABLE reads under load.
@@ -153,7 +163,7 @@ pub struct Consensus {
 
 impl Consensus {
     /// Starts Raft on this node's log and state machine; `config.request_timeout` bounds a ReadIndex
-    /// round.
+    /// round and a batch of proposals.
     pub async fn start(
         config: &Config,
         network: NetworkFactory,
@@ -166,7 +176,8 @@ impl Consensus {
             .context("cannot start raft")?;
         let read_index_rounds = Arc::new(AtomicU64::new(0));
         let read_index = read_index_rounds_on(raft.clone(), config.request_timeout, read_index_rounds.clone());
-        Ok(Consensus { id: config.id, raft, sm, voted, read_index, read_index_rounds })
+        let proposals = proposal_batches_on(raft.clone(), config.request_timeout);
+        Ok(Consensus { id: config.id, raft, sm, voted, proposals, read_index, read_index_rounds })
     }
 
     /// openraft itself, for the peer service that feeds it the other nodes' messages.
@@ -277,7 +288,7 @@ impl Consensus {
     /// Commits `proposal` and returns its outcome once this leader applied it. Cancelling the call
     /// does not withdraw a proposal already made.
     pub async fn propose(&self, proposal: Proposal) -> Result<Applied, Refusal> {
-        self.raft.client_write(proposal).await.map(|response| response.data).map_err(refusal)
+        self.proposals.call(proposal).await.unwrap_or_else(|| Err(Refusal::Stopped("its batch was dropped".into())))
     }
 
     /// Confirms this node's leadership as `how` asks and waits until it has applied what was
@@ -379,13 +390,21 @@ impl Consensus {
 }
 
 fn refusal(e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> Refusal {
-    // Not `RaftError::forward_to_leader`: it answers for a discarded entry as well, whose
-    // proposal may still commit, and a retry of that could apply it twice.
     match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => Refusal::NotLeader(f.leader_id),
-        RaftError::APIError(e @ ClientWriteError::LogEntryDiscarded(_)) => Refusal::Undecided(e.to_string()),
-        RaftError::APIError(e) => Refusal::Refused(e.to_string()),
+        RaftError::APIError(e) => refused(e),
         RaftError::Fatal(e) => Refusal::Stopped(e.to_string()),
+    }
+}
+
+/// Not `RaftError::forward_to_leader`, which answers for a discarded entry as well: that proposal
+/// may still commit, and a retry of it could apply it twice.
+fn refused(e: ClientWriteError<TypeConfig>) -> Refusal {
+    match e {
+        ClientWriteError::ForwardToLeader(f) => Refusal::NotLeader(f.leader_id),
+        e @ ClientWriteError::LogEntryDiscarded(_) => Refusal::Undecided(format!(
+            "its log entry was dropped here when another leader took over, and another node may still commit it ({e})"
+        )),
+        e => Refusal::Refused(e.to_string()),
     }
 }
 
@@ -420,6 +439,37 @@ fn read_index_rounds_on(raft: Raft, timeout: Duration, rounds: Arc<AtomicU64>) -
         })
     });
     Batcher::new(READ_INDEX_ROUNDS, usize::MAX, send)
+}
+
+/// Proposes each batch in one openraft message; see [`PROPOSAL_BATCHES`]. openraft answers a batch's
+/// proposals in log order. A batch is bounded by `timeout` so a lost quorum frees its slot; what it
+/// has not answered by then is undecided, and each proposal also keeps its caller's deadline.
+fn proposal_batches_on(raft: Raft, timeout: Duration) -> Batcher<Proposal, Result<Applied, Refusal>> {
+    let send: SendBatch<Proposal, Result<Applied, Refusal>> = Box::new(move |batch| {
+        let raft = raft.clone();
+        Box::pin(async move {
+            let count = batch.len();
+            let mut answers = Vec::with_capacity(count);
+            let answering = async {
+                let mut outcomes = raft.client_write_many(batch).await.map_err(|fatal| fatal.to_string())?;
+                while let Some(outcome) = outcomes.next().await {
+                    answers.push(match outcome.map_err(|fatal| fatal.to_string())? {
+                        Ok(written) => Ok(written.response),
+                        Err(e) => Err(refused(e)),
+                    });
+                }
+                Ok::<(), String>(())
+            };
+            let unanswered = match tokio::time::timeout(timeout, answering).await {
+                Ok(Ok(())) => Refusal::Stopped("openraft answered a batch short".into()),
+                Ok(Err(fatal)) => Refusal::Stopped(fatal),
+                Err(_) => Refusal::Undecided(format!("no quorum committed it within {timeout:?}")),
+            };
+            answers.resize_with(count, || Err(unanswered.clone()));
+            answers
+        })
+    });
+    Batcher::new(PROPOSAL_BATCHES, PROPOSAL_BATCH, send)
 }
 
 /// Whether nodes `a` and `b` (two distinct nodes) are a majority of every one of `configs`, the
