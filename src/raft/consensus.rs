@@ -34,12 +34,16 @@ use crate::domain::{Applied, Proposal};
 /// openraft's core and its own waiter on the applied index.
 const READ_INDEX_ROUNDS: usize = 2;
 
-/// Proposal batches that may be in openraft at once. A proposal that finds them all busy waits for
-/// the next batch, and the batch goes to openraft as one message, one log append and one entry run:
+/// Proposal batches that may be in openraft at once. A proposal that finds the batch busy waits for
+/// the next one, and a batch goes to openraft as one message, one log append and one entry run:
 /// openraft's core runs the commands of each message it takes before it takes the next, so writes
-/// proposed one by one become one append each, however many arrive together. Two let one batch be
-/// appended while the one before it waits for its quorum, as the forward calls for writes do.
-const PROPOSAL_BATCHES: usize = 2;
+/// proposed one by one become one append each, however many arrive together. One batch at a time
+/// puts everything that arrives during a commit round into the next append. A second batch in flight
+/// halved the batches (twice the appends and flushes) without shortening the wait: one at a time
+/// wrote more in twelve of thirteen alternating pairs at 4, 16 and 64 clients, at a lower p50 and
+/// with a tenth to a fifth less node CPU per write. One client is unaffected: a lone proposal goes
+/// at once.
+const PROPOSAL_BATCHES: usize = 1;
 
 /// The most proposals one batch carries, so that one append stays one modest sled record.
 const PROPOSAL_BATCH: usize = 512;
