@@ -5,13 +5,15 @@
 # guests' load shows as steal time), so runs one after the other compare phases of the machine as
 # much as builds; two builds run together share every phase, and the builds swap ports and start
 # order every round. Each line is one round: each build's rows and its nodes' CPU per operation.
+# It compares throughput and CPU; a latency at low load measured here includes the other cluster's
+# load, so compare those with runs alone.
 #
 # Usage: benches/side-by-side.sh ROUNDS "BENCH-ARGS" BUILD-A BUILD-B
 #   e.g. benches/side-by-side.sh 4 "--workload add --clients 64 --consistency linearizable --duration 5s" \
 #        target/release/raftlot /tmp/raftlot-before
 # The load generator is BENCH_BIN (default BUILD-A), the same binary for both sides.
 set -euo pipefail
-(($# == 4)) || { sed -n 2,12p "$0" >&2; exit 2; }
+(($# == 4)) || { sed -n 2,14p "$0" >&2; exit 2; }
 rounds=$1 args=$2 a=$3 b=$4
 bench="${BENCH_BIN:-$a}"
 work="$(mktemp -d)"
