@@ -75,12 +75,12 @@ pub enum Refusal {
     NotLeader(Option<NodeId>),
     /// Proposed, but no outcome is known: its entry left this node's log when the node followed
     /// another leader (a conflicting entry replaced it, or a snapshot covered it), and another node
-    /// may hold the entry and commit it yet; or no quorum committed it in time. The proposal must
-    /// not be made again. The reason says which.
+    /// may hold the entry and commit it yet; or no quorum committed it in time; or raft stopped
+    /// after the proposal reached it. The proposal must not be made again. The reason says which.
     Undecided(String),
     /// openraft refused the change as asked (a membership change that conflicts with one in flight).
     Refused(String),
-    /// Raft on this node has stopped.
+    /// Raft on this node has stopped, before the request reached it.
     Stopped(String),
 }
 
@@ -292,7 +292,10 @@ impl Consensus {
     /// Commits `proposal` and returns its outcome once this leader applied it. Cancelling the call
     /// does not withdraw a proposal already made.
     pub async fn propose(&self, proposal: Proposal) -> Result<Applied, Refusal> {
-        self.proposals.call(proposal).await.unwrap_or_else(|| Err(Refusal::Stopped("its batch was dropped".into())))
+        self.proposals
+            .call(proposal)
+            .await
+            .unwrap_or_else(|| Err(Refusal::Undecided("its batch was dropped before it was answered".into())))
     }
 
     /// Confirms this node's leadership as `how` asks and waits until it has applied what was
@@ -455,18 +458,19 @@ fn proposal_batches_on(raft: Raft, timeout: Duration) -> Batcher<Proposal, Resul
             let count = batch.len();
             let mut answers = Vec::with_capacity(count);
             let answering = async {
-                let mut outcomes = raft.client_write_many(batch).await.map_err(|fatal| fatal.to_string())?;
+                // Refused here, the batch never reached openraft's core; once it has, a proposal
+                // left unanswered may have been appended and replicated, and may yet commit.
+                let mut outcomes =
+                    raft.client_write_many(batch).await.map_err(|fatal| Refusal::Stopped(fatal.to_string()))?;
                 while let Some(outcome) = outcomes.next().await {
-                    answers.push(match outcome.map_err(|fatal| fatal.to_string())? {
-                        Ok(written) => Ok(written.response),
-                        Err(e) => Err(refused(e)),
-                    });
+                    let outcome = outcome.map_err(|fatal| Refusal::Undecided(format!("raft stopped: {fatal}")))?;
+                    answers.push(outcome.map(|written| written.response).map_err(refused));
                 }
-                Ok::<(), String>(())
+                Ok::<(), Refusal>(())
             };
             let unanswered = match tokio::time::timeout(timeout, answering).await {
-                Ok(Ok(())) => Refusal::Stopped("openraft answered a batch short".into()),
-                Ok(Err(fatal)) => Refusal::Stopped(fatal),
+                Ok(Ok(())) => Refusal::Undecided("openraft answered the batch short".into()),
+                Ok(Err(refusal)) => refusal,
                 Err(_) => Refusal::Undecided(format!("no quorum committed it within {timeout:?}")),
             };
             answers.resize_with(count, || Err(unanswered.clone()));
