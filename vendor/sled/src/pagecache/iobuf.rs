@@ -1196,46 +1196,18 @@ fn seal_and_write_iobuf(
     // if writers is 0, it's our responsibility to write the buffer.
     if header::n_writers(sealed) == 0 {
         iobufs.config.global_error()?;
+        if write_here {
+            write_sealed(iobufs, iobuf, lsn);
+            return Ok(());
+        }
         trace!(
             "asynchronously writing iobuf with lsn {} to log from maybe_seal",
             lsn
         );
-        if write_here {
-            // raftlot: the same error handling as the pool's closure below.
-            if let Err(e) = iobufs.write_to_log(iobuf) {
-                error!(
-                    "hit error while writing iobuf with lsn {}: {:?}",
-                    lsn, e
-                );
-                iobufs.config.set_global_error(e);
-                let intervals = iobufs.intervals.lock();
-                drop(intervals);
-                let _notified = iobufs.interval_updated.notify_all();
-            }
-            return Ok(());
-        }
         let iobufs = iobufs.clone();
         let iobuf = iobuf.clone();
-        let _result = threadpool::spawn(move || {
-            if let Err(e) = iobufs.write_to_log(&iobuf) {
-                error!(
-                    "hit error while writing iobuf with lsn {}: {:?}",
-                    lsn, e
-                );
-
-                // store error before notifying so that waiting threads will see
-                // it
-                iobufs.config.set_global_error(e);
-
-                let intervals = iobufs.intervals.lock();
-
-                // having held the mutex makes this linearized
-                // with the notify below.
-                drop(intervals);
-
-                let _notified = iobufs.interval_updated.notify_all();
-            }
-        })?;
+        let _result =
+            threadpool::spawn(move || write_sealed(&iobufs, &iobuf, lsn))?;
 
         #[cfg(feature = "event_log")]
         _result.wait();
@@ -1243,6 +1215,26 @@ fn seal_and_write_iobuf(
         Ok(())
     } else {
         Ok(())
+    }
+}
+
+// raftlot: writes a sealed buffer on whichever thread is given the job, the flushing thread or the
+// IO pool's; sled had this inline in the pool's closure.
+fn write_sealed(iobufs: &IoBufs, iobuf: &IoBuf, lsn: Lsn) {
+    if let Err(e) = iobufs.write_to_log(iobuf) {
+        error!("hit error while writing iobuf with lsn {}: {:?}", lsn, e);
+
+        // store error before notifying so that waiting threads will see
+        // it
+        iobufs.config.set_global_error(e);
+
+        let intervals = iobufs.intervals.lock();
+
+        // having held the mutex makes this linearized
+        // with the notify below.
+        drop(intervals);
+
+        let _notified = iobufs.interval_updated.notify_all();
     }
 }
 
