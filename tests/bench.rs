@@ -47,15 +47,21 @@ async fn bench_runs_every_workload_and_writes_json_and_a_plot() {
     for row in rows(&read) {
         assert!(row["ops"].as_u64().unwrap() > 0, "{row}");
         assert_eq!(row["errors"], 0, "{row}");
+        assert_eq!(row["connections"], row["clients"], "each client has its own connection by default: {row}");
         assert!(row["p50_us"].as_u64().unwrap() <= row["p99_us"].as_u64().unwrap(), "{row}");
     }
     let svg = std::fs::read_to_string(&plot).expect("plot written");
     assert!(svg.contains("<svg") && svg.contains("get eventual"), "the plot names its series");
 
-    let park = bench(&cluster, &["--workload", "park", "--clients", "3", "--consistency", "linearizable,eventual"]);
+    // Three clients take turns on one connection, each with its own car.
+    let park = bench(
+        &cluster,
+        &["--workload", "park", "--clients", "3", "--conns", "1", "--consistency", "linearizable,eventual"],
+    );
     let ops: Vec<&str> = rows(&park).iter().map(|r| r["op"].as_str().unwrap()).collect();
     assert_eq!(ops, ["park strong", "park eventual"]);
     assert!(rows(&park).iter().all(|r| r["errors"] == 0 && r["ops"].as_u64().unwrap() > 0), "{park}");
+    assert!(rows(&park).iter().all(|r| r["connections"] == 1), "{park}");
 
     // Each weaker read is compared with LINEARIZABLE's p50 in the same round.
     let summary = read["summary"].as_array().expect("summary");

@@ -85,9 +85,13 @@ pub struct BenchArgs {
     /// levels write STRONG (so list one of them); for staleness only local and eventual apply.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "linearizable,lease,local,eventual")]
     pub consistency: Vec<Level>,
-    /// Concurrent clients, one run per value; each client has its own connection.
+    /// Concurrent clients, one run per value.
     #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
     pub clients: Vec<usize>,
+    /// Connections per system, shared by the clients in turn (as etcd's benchmark tool's --conns);
+    /// 0 gives each client its own.
+    #[arg(long, default_value_t = 0)]
+    pub conns: usize,
     /// How long each run lasts, e.g. 5s or 500ms. Default 5s, or with --ops an hour, so that the
     /// operation count is what ends a run.
     #[arg(long)]
@@ -125,6 +129,8 @@ pub struct Row {
     pub target: &'static str,
     pub op: String,
     pub clients: usize,
+    /// The TCP connections the clients shared (see --conns).
+    pub connections: usize,
     pub ops: u64,
     pub errors: u64,
     pub seconds: f64,
@@ -441,6 +447,7 @@ fn row(
         target,
         op,
         clients,
+        connections: clients,
         ops: hist.len(),
         errors,
         seconds,
@@ -456,25 +463,36 @@ fn row(
     }
 }
 
-async fn raftlot_conns(args: &BenchArgs, clients: usize) -> anyhow::Result<Vec<Conn>> {
-    let endpoints = &args.endpoints;
-    let mut conns = Vec::with_capacity(clients);
-    for i in 0..clients {
-        let channel = args.access.connect(&endpoints[i % endpoints.len()]).await?;
-        conns.push(Conn::Raftlot {
-            counters: CountersClient::new(channel.clone()),
-            parking: ParkingClient::new(channel),
-        });
+/// Client `i` uses channel `i % channels`, and channel `j` goes to endpoint `j % endpoints`.
+fn channel_count(args: &BenchArgs, clients: usize) -> usize {
+    if args.conns == 0 {
+        clients
+    } else {
+        args.conns.min(clients)
     }
-    Ok(conns)
 }
 
-async fn etcd_conns(endpoints: &[String], clients: usize) -> anyhow::Result<Vec<Conn>> {
-    let mut conns = Vec::with_capacity(clients);
-    for i in 0..clients {
-        conns.push(Conn::Etcd(KvClient::new(connect_etcd(&endpoints[i % endpoints.len()]).await?)));
+async fn raftlot_conns(args: &BenchArgs, clients: usize) -> anyhow::Result<Vec<Conn>> {
+    let endpoints = &args.endpoints;
+    let mut channels = Vec::new();
+    for j in 0..channel_count(args, clients) {
+        channels.push(args.access.connect(&endpoints[j % endpoints.len()]).await?);
     }
-    Ok(conns)
+    Ok((0..clients)
+        .map(|i| {
+            let channel = channels[i % channels.len()].clone();
+            Conn::Raftlot { counters: CountersClient::new(channel.clone()), parking: ParkingClient::new(channel) }
+        })
+        .collect())
+}
+
+async fn etcd_conns(args: &BenchArgs, clients: usize) -> anyhow::Result<Vec<Conn>> {
+    let endpoints = &args.etcd;
+    let mut channels = Vec::new();
+    for j in 0..channel_count(args, clients) {
+        channels.push(connect_etcd(&endpoints[j % endpoints.len()]).await?);
+    }
+    Ok((0..clients).map(|i| Conn::Etcd(KvClient::new(channels[i % channels.len()].clone()))).collect())
 }
 
 /// Writes every key once so reads find data, and creates the park workload's lot.
@@ -540,7 +558,8 @@ async fn staleness(args: &BenchArgs, level: Level, duration: Duration, max_ops: 
     }
     bar.finish_and_clear();
     warn_if_cut_short(&format!("raftlot {label}"), hist.len() + errors, max_ops);
-    Ok(row("raftlot", label, 1, &hist, errors, started.elapsed().as_secs_f64(), None))
+    // One connection writes, another reads.
+    Ok(Row { connections: 2, ..row("raftlot", label, 1, &hist, errors, started.elapsed().as_secs_f64(), None) })
 }
 
 /// Every pass of the workload once: per client count, raftlot's levels and etcd's operations,
@@ -574,11 +593,11 @@ async fn one_round(args: &BenchArgs, levels: &[Level], duration: Duration, round
         for &op in &passes {
             let row = match op {
                 Op::EtcdPut | Op::EtcdGet { .. } => {
-                    run("etcd", op, etcd_conns(&args.etcd, clients).await?, args.keys, duration, args.ops).await?
+                    run("etcd", op, etcd_conns(args, clients).await?, args.keys, duration, args.ops).await?
                 }
                 _ => run("raftlot", op, raftlot_conns(args, clients).await?, args.keys, duration, args.ops).await?,
             };
-            rows.push(row);
+            rows.push(Row { connections: channel_count(args, clients), ..row });
         }
     }
     Ok(rows)
