@@ -257,8 +257,8 @@ enum Conn {
 }
 
 /// etcd is reached in plaintext without a token: `--tls-ca` and `--client-token` are raftlot's.
-async fn connect_etcd(endpoint: &str) -> anyhow::Result<Transport> {
-    ClientAccess::default().connect(endpoint).await
+fn etcd_access() -> ClientAccess {
+    ClientAccess::default()
 }
 
 /// A small fast generator: the workload needs spread, not cryptographic randomness.
@@ -463,7 +463,7 @@ fn row(
     }
 }
 
-/// Client `i` uses channel `i % channels`, and channel `j` goes to endpoint `j % endpoints`.
+/// The connections a run of `clients` opens to each system (--conns, or one per client).
 fn channel_count(args: &BenchArgs, clients: usize) -> usize {
     if args.conns == 0 {
         clients
@@ -472,27 +472,35 @@ fn channel_count(args: &BenchArgs, clients: usize) -> usize {
     }
 }
 
-async fn raftlot_conns(args: &BenchArgs, clients: usize) -> anyhow::Result<Vec<Conn>> {
-    let endpoints = &args.endpoints;
+/// One channel per client: client `i` shares channel `i % channels`, and channel `j` goes to
+/// endpoint `j % endpoints`.
+async fn client_channels(
+    access: &ClientAccess,
+    endpoints: &[String],
+    args: &BenchArgs,
+    clients: usize,
+) -> anyhow::Result<Vec<Transport>> {
     let mut channels = Vec::new();
     for j in 0..channel_count(args, clients) {
-        channels.push(args.access.connect(&endpoints[j % endpoints.len()]).await?);
+        channels.push(access.connect(&endpoints[j % endpoints.len()]).await?);
     }
-    Ok((0..clients)
-        .map(|i| {
-            let channel = channels[i % channels.len()].clone();
-            Conn::Raftlot { counters: CountersClient::new(channel.clone()), parking: ParkingClient::new(channel) }
+    Ok((0..clients).map(|i| channels[i % channels.len()].clone()).collect())
+}
+
+async fn raftlot_conns(args: &BenchArgs, clients: usize) -> anyhow::Result<Vec<Conn>> {
+    let channels = client_channels(&args.access, &args.endpoints, args, clients).await?;
+    Ok(channels
+        .into_iter()
+        .map(|channel| Conn::Raftlot {
+            counters: CountersClient::new(channel.clone()),
+            parking: ParkingClient::new(channel),
         })
         .collect())
 }
 
 async fn etcd_conns(args: &BenchArgs, clients: usize) -> anyhow::Result<Vec<Conn>> {
-    let endpoints = &args.etcd;
-    let mut channels = Vec::new();
-    for j in 0..channel_count(args, clients) {
-        channels.push(connect_etcd(&endpoints[j % endpoints.len()]).await?);
-    }
-    Ok((0..clients).map(|i| Conn::Etcd(KvClient::new(channels[i % channels.len()].clone()))).collect())
+    let channels = client_channels(&etcd_access(), &args.etcd, args, clients).await?;
+    Ok(channels.into_iter().map(|channel| Conn::Etcd(KvClient::new(channel))).collect())
 }
 
 /// Writes every key once so reads find data, and creates the park workload's lot.
@@ -509,7 +517,7 @@ async fn prepare(args: &BenchArgs) -> anyhow::Result<()> {
         ParkingClient::new(channel).configure_lot(lot).await.context("cannot create the bench lot")?;
     }
     if !args.etcd.is_empty() {
-        let mut kv = KvClient::new(connect_etcd(&args.etcd[0]).await?);
+        let mut kv = KvClient::new(etcd_access().connect(&args.etcd[0]).await?);
         for k in 0..args.keys {
             kv.put(PutRequest { key: format!("bench-{k}").into_bytes(), value: b"0".to_vec() })
                 .await
