@@ -43,7 +43,9 @@ async fn bench_runs_every_workload_and_writes_json_and_a_plot() {
         &cluster,
         &["--workload", "read", "--clients", "1,4", "--consistency", "linearizable,eventual", "--plot", &plot_arg],
     );
-    assert_eq!(rows(&read).len(), 4, "one row per clients x level: {read}");
+    let ops: Vec<&str> = rows(&read).iter().map(|r| r["op"].as_str().unwrap()).collect();
+    let per_clients = ["health check", "get linearizable", "get eventual"];
+    assert_eq!(ops, [per_clients, per_clients].concat(), "the floor, then one row per level, per clients: {read}");
     for row in rows(&read) {
         assert!(row["ops"].as_u64().unwrap() > 0, "{row}");
         assert_eq!(row["errors"], 0, "{row}");
@@ -68,6 +70,8 @@ async fn bench_runs_every_workload_and_writes_json_and_a_plot() {
     let eventual = summary.iter().filter(|s| s["op"] == "get eventual").collect::<Vec<_>>();
     assert_eq!(eventual.len(), 2, "one per client count: {read}");
     assert!(eventual.iter().all(|s| s["p50_vs_linearizable"].as_array().unwrap().len() == 1), "{read}");
+    // And each read with the health check, the call that reads nothing.
+    assert!(eventual.iter().all(|s| s["p50_vs_health_check"].as_array().unwrap().len() == 1), "{read}");
 
     // Rounds repeat every pass; the summary takes the medians across them.
     let mixed = bench(&cluster, &["--workload", "mixed", "--clients", "2", "--consistency", "lease", "--rounds", "2"]);

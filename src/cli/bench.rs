@@ -23,6 +23,8 @@ use crate::pb::v1::parking_client::ParkingClient;
 use crate::pb::v1::{
     AddRequest, ConfigureLotRequest, EnterRequest, ExitRequest, GetRequest, ReadConsistency, WriteMode,
 };
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
 
 /// The lot the `park` workload uses: big enough that no run fills it.
 const BENCH_LOT: &str = "bench";
@@ -170,6 +172,9 @@ pub struct Summary {
     pub vs_etcd: Option<Ratios>,
     /// p50 over raftlot's LINEARIZABLE read in the same round, one per round.
     pub p50_vs_linearizable: Vec<f64>,
+    /// p50 over the same system's health check in the same round (read workload), one per round:
+    /// how far above a call that does nothing the operation sits.
+    pub p50_vs_health_check: Vec<f64>,
     /// The median of each quantile across the rounds.
     pub distribution: Vec<(f64, u64)>,
 }
@@ -200,6 +205,10 @@ enum Op {
     Mixed(Level, f64),
     EtcdPut,
     EtcdGet { serializable: bool },
+    // A gRPC health check, which reads nothing: the read workload's floor, the cost of a call
+    // through the same connections and HTTP/2 stack with no work behind it.
+    HealthCheck,
+    EtcdHealthCheck,
 }
 
 impl Op {
@@ -209,6 +218,7 @@ impl Op {
             Op::Park(l) => format!("park {}", mode_name(l)),
             Op::Read(l) => format!("get {}", level_name(l)),
             Op::Mixed(l, r) => format!("mixed {:.0}% get {}", r * 100.0, level_name(l)),
+            Op::HealthCheck | Op::EtcdHealthCheck => HEALTH_CHECK.into(),
             Op::EtcdPut => "put".into(),
             Op::EtcdGet { serializable: false } => "get linearizable".into(),
             Op::EtcdGet { serializable: true } => "get serializable".into(),
@@ -221,6 +231,7 @@ impl Op {
             Op::Add(_) | Op::Park(_) => Some("put"),
             Op::Read(Level::Linearizable | Level::Lease) => Some("get linearizable"),
             Op::Read(Level::Local | Level::Eventual) => Some("get serializable"),
+            Op::HealthCheck => Some(HEALTH_CHECK),
             _ => None,
         }
     }
@@ -230,6 +241,8 @@ impl Op {
         matches!(self, Op::Read(l) if l != Level::Linearizable)
     }
 }
+
+const HEALTH_CHECK: &str = "health check";
 
 fn level_name(l: Level) -> &'static str {
     match l {
@@ -252,8 +265,8 @@ fn mode_name(l: Level) -> &'static str {
 // chase on every measured call.
 #[allow(clippy::large_enum_variant)]
 enum Conn {
-    Raftlot { counters: CountersClient<Transport>, parking: ParkingClient<Transport> },
-    Etcd(KvClient<Transport>),
+    Raftlot { counters: CountersClient<Transport>, parking: ParkingClient<Transport>, health: HealthClient<Transport> },
+    Etcd { kv: KvClient<Transport>, health: HealthClient<Transport> },
 }
 
 /// etcd is reached in plaintext without a token: `--tls-ca` and `--client-token` are raftlot's.
@@ -329,10 +342,13 @@ impl Client {
                 }
                 result
             }
-            (Conn::Etcd(kv), Op::EtcdPut) => {
+            (Conn::Raftlot { health, .. }, Op::HealthCheck) | (Conn::Etcd { health, .. }, Op::EtcdHealthCheck) => {
+                health.check(HealthCheckRequest { service: String::new() }).await.map(|_| ())
+            }
+            (Conn::Etcd { kv, .. }, Op::EtcdPut) => {
                 kv.put(PutRequest { key: key(rng, *keys).into_bytes(), value: b"1".to_vec() }).await.map(|_| ())
             }
-            (Conn::Etcd(kv), Op::EtcdGet { serializable }) => {
+            (Conn::Etcd { kv, .. }, Op::EtcdGet { serializable }) => {
                 kv.range(RangeRequest { key: key(rng, *keys).into_bytes(), serializable }).await.map(|_| ())
             }
             (_, op) => Err(tonic::Status::internal(format!("{op:?} does not apply to this target"))),
@@ -493,14 +509,18 @@ async fn raftlot_conns(args: &BenchArgs, clients: usize) -> anyhow::Result<Vec<C
         .into_iter()
         .map(|channel| Conn::Raftlot {
             counters: CountersClient::new(channel.clone()),
-            parking: ParkingClient::new(channel),
+            parking: ParkingClient::new(channel.clone()),
+            health: HealthClient::new(channel),
         })
         .collect())
 }
 
 async fn etcd_conns(args: &BenchArgs, clients: usize) -> anyhow::Result<Vec<Conn>> {
     let channels = client_channels(&etcd_access(), &args.etcd, args, clients).await?;
-    Ok(channels.into_iter().map(|channel| Conn::Etcd(KvClient::new(channel))).collect())
+    Ok(channels
+        .into_iter()
+        .map(|channel| Conn::Etcd { kv: KvClient::new(channel.clone()), health: HealthClient::new(channel) })
+        .collect())
 }
 
 /// Writes every key once so reads find data, and creates the park workload's lot.
@@ -580,17 +600,21 @@ async fn one_round(args: &BenchArgs, levels: &[Level], duration: Duration, round
         }
         return Ok(rows);
     }
-    let raftlot = levels.iter().map(|&level| match args.workload {
+    // Reads start with the floor they are measured against: a call that reads nothing.
+    let floor = (args.workload == Workload::Read).then_some(Op::HealthCheck);
+    let raftlot = floor.into_iter().chain(levels.iter().map(|&level| match args.workload {
         Workload::Add => Op::Add(level),
         Workload::Park => Op::Park(level),
         Workload::Read => Op::Read(level),
         Workload::Mixed => Op::Mixed(level, args.read_ratio),
         Workload::Staleness => unreachable!("handled above"),
-    });
+    }));
     let etcd: &[Op] = match (args.etcd.is_empty(), args.workload) {
         (true, _) | (false, Workload::Mixed | Workload::Staleness) => &[],
         (false, Workload::Add | Workload::Park) => &[Op::EtcdPut],
-        (false, Workload::Read) => &[Op::EtcdGet { serializable: false }, Op::EtcdGet { serializable: true }],
+        (false, Workload::Read) => {
+            &[Op::EtcdHealthCheck, Op::EtcdGet { serializable: false }, Op::EtcdGet { serializable: true }]
+        }
     };
     let passes: Vec<Op> = if round % 2 == 1 {
         raftlot.chain(etcd.iter().copied()).collect()
@@ -600,7 +624,7 @@ async fn one_round(args: &BenchArgs, levels: &[Level], duration: Duration, round
     for &clients in &args.clients {
         for &op in &passes {
             let row = match op {
-                Op::EtcdPut | Op::EtcdGet { .. } => {
+                Op::EtcdPut | Op::EtcdGet { .. } | Op::EtcdHealthCheck => {
                     run("etcd", op, etcd_conns(args, clients).await?, args.keys, duration, args.ops).await?
                 }
                 _ => run("raftlot", op, raftlot_conns(args, clients).await?, args.keys, duration, args.ops).await?,
@@ -694,7 +718,8 @@ fn median_us(runs: &[&Row], field: impl Fn(&Row) -> u64) -> u64 {
 }
 
 /// Groups the rounds' runs by operation, in the order they first ran, and takes each one's medians
-/// and its per-round ratios: to etcd's operation, and for weaker reads to LINEARIZABLE's p50.
+/// and its per-round ratios: to etcd's operation, for weaker reads to LINEARIZABLE's p50, and for
+/// reads to their own system's health check.
 pub fn summarize(rows: &[Row]) -> Vec<Summary> {
     let mut keys: Vec<(&'static str, &str, usize)> = Vec::new();
     for r in rows {
@@ -725,6 +750,11 @@ pub fn summarize(rows: &[Row]) -> Vec<Summary> {
                 .filter(|r| r.weaker_read)
                 .filter_map(|r| Some(r.p50_us as f64 / beside(r, "raftlot", &linearizable)?.p50_us.max(1) as f64))
                 .collect();
+            let p50_vs_health_check = runs
+                .iter()
+                .filter(|r| r.op != HEALTH_CHECK)
+                .filter_map(|r| Some(r.p50_us as f64 / beside(r, r.target, HEALTH_CHECK)?.p50_us.max(1) as f64))
+                .collect();
             let distribution = first
                 .distribution
                 .iter()
@@ -745,6 +775,7 @@ pub fn summarize(rows: &[Row]) -> Vec<Summary> {
                 errors: runs.iter().map(|r| r.errors).sum(),
                 vs_etcd,
                 p50_vs_linearizable,
+                p50_vs_health_check,
                 distribution,
             }
         })
@@ -761,8 +792,8 @@ fn ratio(values: &[f64]) -> String {
     format!("{mid} ({})", each.join(" "))
 }
 
-/// The results as a table, with each raftlot row's ratio to the etcd row it is compared with and
-/// each weaker read's p50 against LINEARIZABLE's.
+/// The results as a table, with each raftlot row's ratio to the etcd row it is compared with, each
+/// weaker read's p50 against LINEARIZABLE's, and each read's p50 against its system's health check.
 pub fn table(rows: &[Summary]) -> String {
     let mut out = format!(
         "{:<8} {:<28} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7}  {}\n",
@@ -785,6 +816,9 @@ pub fn table(rows: &[Summary]) -> String {
         }
         if !r.p50_vs_linearizable.is_empty() {
             compared.push(format!("{} p50 (linearizable)", ratio(&r.p50_vs_linearizable)));
+        }
+        if !r.p50_vs_health_check.is_empty() {
+            compared.push(format!("{} p50 (health check)", ratio(&r.p50_vs_health_check)));
         }
         out.push_str(&format!(
             "{:<8} {:<28} {:>7} {:>10.0} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7}  {}\n",
@@ -907,5 +941,27 @@ mod tests {
         assert_eq!(summary[1].p50_us, 125, "the median of two is their mean");
         assert!(summary[1].vs_etcd.is_none(), "no etcd ran in this invocation");
         assert!(table(&summary).contains("0.38x (0.25 0.50) p50 (linearizable)"));
+        assert!(summary.iter().all(|s| s.p50_vs_health_check.is_empty()), "no health check ran");
+    }
+
+    #[test]
+    fn reads_are_compared_with_their_own_systems_health_check_in_the_same_round() {
+        let rows = [
+            measured(1, "raftlot", Op::HealthCheck, 4000.0, 100),
+            measured(1, "raftlot", Op::Read(Level::Linearizable), 1000.0, 400),
+            measured(1, "raftlot", Op::Read(Level::Eventual), 3000.0, 110),
+            measured(1, "etcd", Op::EtcdHealthCheck, 2000.0, 200),
+            measured(1, "etcd", Op::EtcdGet { serializable: true }, 1000.0, 300),
+        ];
+        let summary = summarize(&rows);
+        let by_op =
+            |target: &str, op: &str| summary.iter().find(|s| s.target == target && s.op == op).expect("summarized");
+        assert!(by_op("raftlot", HEALTH_CHECK).p50_vs_health_check.is_empty(), "not compared with itself");
+        assert_eq!(by_op("raftlot", "get linearizable").p50_vs_health_check, [4.0]);
+        assert_eq!(by_op("raftlot", "get eventual").p50_vs_health_check, [1.1]);
+        assert_eq!(by_op("etcd", "get serializable").p50_vs_health_check, [1.5], "etcd's own floor");
+        let floors = by_op("raftlot", HEALTH_CHECK).vs_etcd.as_ref().expect("compared with etcd's health check");
+        assert_eq!((floors.ops_per_sec.as_slice(), floors.p50.as_slice()), ([2.0].as_slice(), [0.5].as_slice()));
+        assert!(table(&summary).contains("4.00x p50 (health check)"));
     }
 }
