@@ -39,10 +39,8 @@ async fn bench_runs_every_workload_and_writes_json_and_a_plot() {
     let cluster = TestCluster::start(3).await;
     let plot = cluster.root().join("read.svg");
     let plot_arg = plot.display().to_string();
-    let read = bench(
-        &cluster,
-        &["--workload", "read", "--clients", "1,4", "--consistency", "linearizable,eventual", "--plot", &plot_arg],
-    );
+    let read_args = "--workload read --clients 1,4 --consistency linearizable,eventual --health-check --plot";
+    let read = bench(&cluster, &[read_args.split(' ').collect(), vec![plot_arg.as_str()]].concat());
     let ops: Vec<&str> = rows(&read).iter().map(|r| r["op"].as_str().unwrap()).collect();
     let per_clients = ["health check", "get linearizable", "get eventual"];
     assert_eq!(ops, [per_clients, per_clients].concat(), "the floor, then one row per level, per clients: {read}");
@@ -96,8 +94,15 @@ async fn bench_runs_every_workload_and_writes_json_and_a_plot() {
 
     // A run the time bound ends before its count says so, so its figures are not taken for N.
     let cut = ["--workload", "read", "--clients", "2", "--consistency", "local", "--ops", "100000000"];
-    let (_, stderr) = bench_with_stderr(&cluster, &[&cut[..], &["--duration", "300ms"]].concat());
+    let (cut_short, stderr) = bench_with_stderr(&cluster, &[&cut[..], &["--duration", "300ms"]].concat());
     assert!(stderr.contains("the --duration bound ended this run after"), "{stderr}");
+    assert_eq!(rows(&cut_short).len(), 1, "no health check pass unless asked for: {cut_short}");
+
+    let floor_for_writes =
+        Command::new(env!("CARGO_BIN_EXE_raftlot")).args(["bench", "--workload", "add", "--health-check"]).output();
+    let floor_for_writes = floor_for_writes.expect("run");
+    let stderr = String::from_utf8_lossy(&floor_for_writes.stderr);
+    assert!(!floor_for_writes.status.success() && stderr.contains("--health-check"), "{stderr}");
 
     let zero = Command::new(env!("CARGO_BIN_EXE_raftlot")).args(["bench", "--rounds", "0"]).output().expect("run");
     assert!(!zero.status.success() && String::from_utf8_lossy(&zero.stderr).contains("--rounds"), "{zero:?}");
