@@ -25,11 +25,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .codec_path(CODEC)
         .file_descriptor_set_path(out.join("raftlot_peer_descriptor.bin"))
         .compile_protos(&["proto/raftlot/peer/v1/peer.proto"], &["proto"])?;
-    // etcd's KV service, as a client only: `raftlot bench --etcd` measures etcd with the same driver.
+    // etcd's KV and Maintenance services, as a client only: `raftlot bench --etcd` measures etcd with
+    // the same driver.
     tonic_prost_build::configure()
         .codec_path(CODEC)
         .build_server(false)
-        .compile_protos(&["proto/etcd/kv.proto"], &["proto"])?;
+        .compile_protos(&["proto/etcd/rpc.proto"], &["proto"])?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

@@ -11,7 +11,7 @@ pub mod peer {
     tonic::include_proto!("raftlot.peer.v1");
 }
 
-/// etcd's KV service (Put and Range), for the benchmark's etcd baseline.
+/// etcd's KV service (Put and Range) and its Maintenance Status, for the benchmark's etcd baseline.
 pub mod etcd {
     tonic::include_proto!("etcdserverpb");
 }

@@ -50,6 +50,10 @@ async fn bench_runs_every_workload_and_writes_json_and_a_plot() {
         assert_eq!(row["connections"], row["clients"], "each client has its own connection by default: {row}");
         assert!(row["p50_us"].as_u64().unwrap() <= row["p99_us"].as_u64().unwrap(), "{row}");
     }
+    // Which first endpoint leads, for the one-client rows; no etcd ran, so it cannot say for etcd.
+    let first_leads = cluster.wait_for_leader().await == cluster.ids()[0];
+    assert_eq!(read["first_endpoint_leads"]["raftlot"], first_leads, "{read}");
+    assert!(read["first_endpoint_leads"]["etcd"].is_null(), "{read}");
     let svg = std::fs::read_to_string(&plot).expect("plot written");
     assert!(svg.contains("<svg") && svg.contains("get eventual"), "the plot names its series");
 

@@ -17,11 +17,13 @@ use serde::Serialize;
 use super::{ClientAccess, Transport};
 use crate::config::parse_duration;
 use crate::pb::etcd::kv_client::KvClient;
-use crate::pb::etcd::{PutRequest, RangeRequest};
+use crate::pb::etcd::maintenance_client::MaintenanceClient;
+use crate::pb::etcd::{PutRequest, RangeRequest, StatusRequest as EtcdStatusRequest};
+use crate::pb::v1::cluster_client::ClusterClient;
 use crate::pb::v1::counters_client::CountersClient;
 use crate::pb::v1::parking_client::ParkingClient;
 use crate::pb::v1::{
-    AddRequest, ConfigureLotRequest, EnterRequest, ExitRequest, GetRequest, ReadConsistency, WriteMode,
+    AddRequest, ConfigureLotRequest, EnterRequest, ExitRequest, GetRequest, ReadConsistency, StatusRequest, WriteMode,
 };
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
@@ -190,11 +192,21 @@ pub struct Ratios {
     pub p50: Vec<f64>,
 }
 
+/// Whether each system's first endpoint led when the bench started, `None` when it could not tell.
+/// A one-client run sends every call there, and a follower of either system forwards, so one-client
+/// figures compare like with like only when both first endpoints lead or neither does.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct FirstEndpointLeads {
+    pub raftlot: Option<bool>,
+    pub etcd: Option<bool>,
+}
+
 #[derive(Serialize)]
 struct Report<'a> {
     workload: Workload,
     endpoints: &'a [String],
     etcd: &'a [String],
+    first_endpoint_leads: FirstEndpointLeads,
     rounds: u32,
     rows: &'a [Row],
     summary: &'a [Summary],
@@ -551,6 +563,36 @@ async fn prepare(args: &BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Asks each system's first endpoint whether it leads, and warns when one does and the other does
+/// not: the one-client rows would then set a leader against a follower.
+async fn first_endpoint_leads(args: &BenchArgs) -> FirstEndpointLeads {
+    let raftlot = async {
+        let mut cluster = ClusterClient::new(args.access.connect(&args.endpoints[0]).await.ok()?);
+        let status = cluster.status(StatusRequest {}).await.ok()?.into_inner();
+        Some(status.leader_id != 0 && status.leader_id == status.served_by)
+    };
+    let etcd = async {
+        let mut maintenance = MaintenanceClient::new(etcd_access().connect(args.etcd.first()?).await.ok()?);
+        let status = maintenance.status(EtcdStatusRequest {}).await.ok()?.into_inner();
+        Some(status.leader != 0 && Some(status.leader) == status.header.map(|h| h.member_id))
+    };
+    let leads = FirstEndpointLeads { raftlot: raftlot.await, etcd: etcd.await };
+    if let (Some(raftlot), Some(etcd)) = (leads.raftlot, leads.etcd) {
+        if raftlot != etcd {
+            let role = |leads: bool| if leads { "its leader" } else { "a follower" };
+            eprintln!(
+                "warning: one-client runs reach raftlot at {} ({}) and etcd at {} ({}): their one-client rows set a \
+                 leader against a follower, which forwards (benches/etcd-cluster.sh hands etcd's leadership to e1)",
+                args.endpoints[0],
+                role(raftlot),
+                args.etcd[0],
+                role(etcd)
+            );
+        }
+    }
+    leads
+}
+
 /// The staleness workload: write through the first endpoint, then poll the last one at `level`
 /// until it shows the write. Records the lag from the write's acknowledgement.
 async fn staleness(args: &BenchArgs, level: Level, duration: Duration, max_ops: Option<u64>) -> anyhow::Result<Row> {
@@ -662,6 +704,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         (None, None) => Duration::from_secs(5),
     };
     prepare(&args).await?;
+    let leads = first_endpoint_leads(&args).await;
     let mut levels = args.consistency.clone();
     if matches!(args.workload, Workload::Add | Workload::Park) {
         // Writes only have two modes; one pass per distinct mode, in the order first listed.
@@ -692,6 +735,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             workload: args.workload,
             endpoints: &args.endpoints,
             etcd: &args.etcd,
+            first_endpoint_leads: leads,
             rounds: args.rounds,
             rows: &rows,
             summary: &summary,
