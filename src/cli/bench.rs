@@ -14,16 +14,16 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
+use super::status::fetch_status;
 use super::{ClientAccess, Transport};
 use crate::config::parse_duration;
 use crate::pb::etcd::kv_client::KvClient;
 use crate::pb::etcd::maintenance_client::MaintenanceClient;
 use crate::pb::etcd::{PutRequest, RangeRequest, StatusRequest as EtcdStatusRequest};
-use crate::pb::v1::cluster_client::ClusterClient;
 use crate::pb::v1::counters_client::CountersClient;
 use crate::pb::v1::parking_client::ParkingClient;
 use crate::pb::v1::{
-    AddRequest, ConfigureLotRequest, EnterRequest, ExitRequest, GetRequest, ReadConsistency, StatusRequest, WriteMode,
+    AddRequest, ConfigureLotRequest, EnterRequest, ExitRequest, GetRequest, ReadConsistency, WriteMode,
 };
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
@@ -567,8 +567,7 @@ async fn prepare(args: &BenchArgs) -> anyhow::Result<()> {
 /// not: the one-client rows would then set a leader against a follower.
 async fn first_endpoint_leads(args: &BenchArgs) -> FirstEndpointLeads {
     let raftlot = async {
-        let mut cluster = ClusterClient::new(args.access.connect(&args.endpoints[0]).await.ok()?);
-        let status = cluster.status(StatusRequest {}).await.ok()?.into_inner();
+        let status = fetch_status(&args.endpoints[0], &args.access).await.ok()?;
         Some(status.leader_id != 0 && status.leader_id == status.served_by)
     };
     let etcd = async {
@@ -646,28 +645,24 @@ async fn one_round(args: &BenchArgs, levels: &[Level], duration: Duration, round
         }
         return Ok(rows);
     }
-    // Reads start with the floor they are measured against, when asked for.
-    let floor = args.health_check.then_some(Op::HealthCheck);
-    let raftlot = floor.into_iter().chain(levels.iter().map(|&level| match args.workload {
+    let raftlot = levels.iter().map(|&level| match args.workload {
         Workload::Add => Op::Add(level),
         Workload::Park => Op::Park(level),
         Workload::Read => Op::Read(level),
         Workload::Mixed => Op::Mixed(level, args.read_ratio),
         Workload::Staleness => unreachable!("handled above"),
-    }));
+    });
     let etcd: &[Op] = match (args.etcd.is_empty(), args.workload) {
         (true, _) | (false, Workload::Mixed | Workload::Staleness) => &[],
         (false, Workload::Add | Workload::Park) => &[Op::EtcdPut],
-        (false, Workload::Read) if args.health_check => {
-            &[Op::EtcdHealthCheck, Op::EtcdGet { serializable: false }, Op::EtcdGet { serializable: true }]
-        }
         (false, Workload::Read) => &[Op::EtcdGet { serializable: false }, Op::EtcdGet { serializable: true }],
     };
-    let passes: Vec<Op> = if round % 2 == 1 {
-        raftlot.chain(etcd.iter().copied()).collect()
-    } else {
-        etcd.iter().copied().chain(raftlot).collect()
-    };
+    // Each system's reads start with the floor they are measured against, when asked for (`bench`
+    // takes --health-check for the read workload only).
+    let raftlot = args.health_check.then_some(Op::HealthCheck).into_iter().chain(raftlot);
+    let etcd_floor = (args.health_check && !etcd.is_empty()).then_some(Op::EtcdHealthCheck);
+    let etcd = etcd_floor.into_iter().chain(etcd.iter().copied());
+    let passes: Vec<Op> = if round % 2 == 1 { raftlot.chain(etcd).collect() } else { etcd.chain(raftlot).collect() };
     for &clients in &args.clients {
         for &op in &passes {
             let row = match op {
