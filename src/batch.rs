@@ -1,13 +1,10 @@
 //! Opportunistic batching of calls to one destination.
 //!
-//! A caller that finds a call slot free takes it, yields once, and sends its request from its own
-//! task, alone unless others queued during the yield: an idle system pays no timer and no extra
-//! task hop. Requests that a node reads off its connections in one pass arrive together, and the
-//! yield lets them share the call; without it, the first went alone and the rest waited for the
-//! next call (at 64 clients, over 40% of a follower's forward calls carried one write). While
-//! every slot is busy, requests wait in a queue; the call that frees a slot hands the whole queue
-//! to a new task as one batch. Batches therefore grow with the load and never wait for a timer,
-//! and the destination handles one call where it would have handled dozens.
+//! A caller that finds a call slot free sends its request at once, alone, from its own task, so an
+//! idle system pays no queueing and no extra task hop. While every slot is busy, requests wait in a
+//! queue; the call that frees a slot hands the whole queue to a new task as one batch. Batches
+//! therefore grow with the load and never wait for a timer, and the destination handles one call
+//! where it would have handled dozens.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -57,19 +54,8 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
         match slot_or_queued {
             Ok(item) => {
                 // The slot is handed on even if this caller gives up while its call runs.
-                let slot = Slot(self.inner.clone());
-                // Requests that arrived with this one are still on their way here on this thread:
-                // one yield lets them queue, and they ride in this call instead of the next.
-                tokio::task::yield_now().await;
-                match self.inner.join_queue(item) {
-                    Ok(answered) => {
-                        // The queue, this item first, goes as one batch from the slot's own task,
-                        // so this caller giving up does not cancel the others' call.
-                        drop(slot);
-                        answered.await.ok()
-                    }
-                    Err(item) => (self.inner.send)(vec![item]).await.into_iter().next(),
-                }
+                let _slot = Slot(self.inner.clone());
+                (self.inner.send)(vec![item]).await.into_iter().next()
             }
             Err(answered) => answered.await.ok(),
         }
@@ -79,17 +65,6 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
 impl<T, R> Inner<T, R> {
     fn lock(&self) -> MutexGuard<'_, Queue<T, R>> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Puts `item` at the head of the queue if anyone is waiting there, or hands it back.
-    fn join_queue(&self, item: T) -> Result<oneshot::Receiver<R>, T> {
-        let mut queue = self.lock();
-        if queue.waiting.is_empty() {
-            return Err(item);
-        }
-        let (answer, answered) = oneshot::channel();
-        queue.waiting.insert(0, (item, answer));
-        Ok(answered)
     }
 
     /// The next batch for a slot that just came free, or `None` after giving the slot back.
@@ -137,6 +112,7 @@ impl<T: Send + 'static, R: Send + 'static> Drop for Slot<T, R> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
 
@@ -152,9 +128,14 @@ mod tests {
         })
     }
 
-    /// Calls `batcher` from `n` tasks spawned together; each must get its own answer.
-    async fn call_together(batcher: &Arc<Batcher<u32, u32>>, n: u32) {
-        let calls: Vec<_> = (0..n)
+    #[tokio::test]
+    async fn a_lone_call_goes_alone_and_concurrent_ones_share_calls() {
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let batcher = Arc::new(Batcher::new(1, 100, doubling(sizes.clone(), std::time::Duration::from_millis(20))));
+        assert_eq!(batcher.call(21).await, Some(42));
+        assert_eq!(*sizes.lock().unwrap(), vec![1]);
+
+        let calls: Vec<_> = (0..50u32)
             .map(|i| {
                 let b = batcher.clone();
                 tokio::spawn(async move { (i, b.call(i).await) })
@@ -164,30 +145,9 @@ mod tests {
             let (i, answer) = call.await.unwrap();
             assert_eq!(answer, Some(i * 2), "every caller gets its own answer");
         }
-    }
-
-    #[tokio::test]
-    async fn a_lone_call_goes_alone_and_concurrent_ones_share_calls() {
-        let sizes = Arc::new(Mutex::new(Vec::new()));
-        let batcher = Arc::new(Batcher::new(1, 100, doubling(sizes.clone(), std::time::Duration::from_millis(20))));
-        assert_eq!(batcher.call(21).await, Some(42));
-        assert_eq!(*sizes.lock().unwrap(), vec![1]);
-
-        call_together(&batcher, 50).await;
         let sizes = sizes.lock().unwrap();
         assert_eq!(sizes.iter().sum::<usize>(), 51, "every item was sent once: {sizes:?}");
         assert!(sizes.len() <= 4, "50 callers behind one busy slot share a few calls, got {sizes:?}");
-        assert_eq!(batcher.inner.lock().calls, 0, "every slot was given back");
-    }
-
-    /// Callers that arrive in one pass of the (single-threaded) runtime share the first call,
-    /// though a slot was free for each of the first two.
-    #[tokio::test]
-    async fn callers_that_arrive_together_share_one_call() {
-        let sizes = Arc::new(Mutex::new(Vec::new()));
-        let batcher = Arc::new(Batcher::new(2, 100, doubling(sizes.clone(), std::time::Duration::from_millis(5))));
-        call_together(&batcher, 10).await;
-        assert_eq!(*sizes.lock().unwrap(), vec![10], "the ten went in one call");
         assert_eq!(batcher.inner.lock().calls, 0, "every slot was given back");
     }
 
@@ -216,7 +176,20 @@ mod tests {
     async fn batches_are_capped() {
         let sizes = Arc::new(Mutex::new(Vec::new()));
         let batcher = Arc::new(Batcher::new(1, 8, doubling(sizes.clone(), std::time::Duration::from_millis(10))));
-        call_together(&batcher, 40).await;
+        let served = Arc::new(AtomicUsize::new(0));
+        let calls: Vec<_> = (0..40u32)
+            .map(|i| {
+                let (b, served) = (batcher.clone(), served.clone());
+                tokio::spawn(async move {
+                    assert_eq!(b.call(i).await, Some(i * 2));
+                    served.fetch_add(1, Ordering::Relaxed);
+                })
+            })
+            .collect();
+        for call in calls {
+            call.await.unwrap();
+        }
+        assert_eq!(served.load(Ordering::Relaxed), 40);
         assert!(sizes.lock().unwrap().iter().all(|&n| n <= 8), "{:?}", sizes.lock().unwrap());
     }
 }
